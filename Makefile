@@ -1,0 +1,35 @@
+# The two commands of the README: `make book` and `make test`. Everything else is what they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: book book-quick test bench bench-quick assets env clean
+
+# The environment: created if missing, (re)installed when requirements.txt or pyproject.toml change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
+	touch $(STAMP)
+
+env: $(STAMP)
+
+# MathJax and the widget manager from the npm registry, into _extra/vendor (served offline by the book).
+assets:
+	bash tools/vendor_assets.sh
+
+# The published book: every chapter executed in the full profile, into _build/html.
+book: env assets
+	$(PY) tools/build_book.py --profile full
+
+# The same book at test sizes, into _build/quick/_build/html.
+book-quick: env assets
+	$(PY) tools/build_book.py --profile quick
+
+test: env assets
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf _build _extra node_modules

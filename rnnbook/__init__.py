@@ -1,0 +1,24 @@
+"""rnnbook: the support package of the executable book on Allen-Zhu, Li & Song (arXiv 1810.12065).
+
+Every chapter imports it. Modules:
+
+* :mod:`rnnbook.config`    -- device (``$RNNBOOK_DEVICE``) and experiment profile (``$RNNBOOK_PROFILE``)
+* :mod:`rnnbook.model`     -- the paper's RNN, initialisation, forward pass, loss and BPTT gradient
+* :mod:`rnnbook.data`      -- data meeting the paper's assumptions, and a checker for them
+* :mod:`rnnbook.train`     -- GD / SGD runs recording loss, distance from init and ReLU sign flips
+* :mod:`rnnbook.stats`     -- medians over seeds and log-log slope fits with uncertainty
+* :mod:`rnnbook.plotting`  -- the book's figure style and measured-versus-predicted plots
+* :mod:`rnnbook.profiles`  -- experiment sizes of every chapter (quick and full)
+* :mod:`rnnbook.exercises` -- self-checks for exercises
+"""
+from .config import default_device, profile, describe
+from .model import (Params, Forward, Backward, init_params, forward, outputs, loss_vectors, objective, backward,
+                    gradient, ACTIVATIONS)
+from .data import SequenceData, make_data, hard_pair, check_assumptions, require_assumptions, min_first_token_distance
+from .train import train, TrainHistory
+from .stats import loglog_slope, SlopeFit, median_band, fraction
+from .profiles import sizes
+from .exercises import self_check
+from . import plotting
+
+__version__ = "0.1.0"

@@ -1,0 +1,71 @@
+"""Build the whole book as CI and readers do: strict (-W -n), every chapter executed (quick profile),
+fresh execution cache, and check that the HTML renders offline from the vendored assets."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CDN_HOSTS = ("cdn.jsdelivr", "cdnjs.cloudflare", "unpkg.com", "polyfill.io", "ajax.googleapis")
+
+
+def toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part["chapters"]]
+    return files
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "quick",
+                           "--path-output", str(out)], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"book build failed (rc={proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return out / "_build" / "html"
+
+
+@pytest.mark.book
+def test_every_chapter_is_built_and_executed(html):
+    for f in toc_files():
+        page = html / f"{f}.html"
+        assert page.exists(), f"{page} missing"
+        text = page.read_text()
+        assert "Traceback" not in text, f"{f}: an executed cell shows a traceback"
+    reports = html / "reports"
+    assert not list(reports.glob("*.err.log")) if reports.exists() else True
+
+
+@pytest.mark.book
+def test_pages_use_only_vendored_assets(html):
+    for page in html.rglob("*.html"):
+        text = page.read_text()
+        for host in CDN_HOSTS:
+            assert host not in text, f"{page.relative_to(html)} references {host}"
+        for src in re.findall(r'<script[^>]*src="([^"]+)"', text):
+            if src.startswith(("http:", "https:", "//")):
+                pytest.fail(f"{page.relative_to(html)} loads a remote script {src}")
+            target = (page.parent / src.split("?")[0]).resolve()
+            assert target.exists(), f"{page.relative_to(html)}: script {src} does not exist in the build"
+
+
+@pytest.mark.book
+def test_math_is_served_by_vendored_mathjax(html):
+    page = (html / "chapters" / "model_and_data.html").read_text()
+    assert "vendor/mathjax/tex-mml-chtml.js" in page
+    assert (html / "vendor" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+
+
+@pytest.mark.book
+def test_widget_state_is_embedded_for_the_static_page(html):
+    pages_with_widgets = [p for p in html.rglob("*.html") if "application/vnd.jupyter.widget-view+json" in p.read_text()]
+    assert pages_with_widgets, "no chapter embeds a widget view"
+    for page in pages_with_widgets:
+        text = page.read_text()
+        assert "application/vnd.jupyter.widget-state+json" in text, f"{page.name}: widget view without its state"
+        assert "vendor/html-manager/embed-amd.js" in text and "vendor/requirejs/require.js" in text

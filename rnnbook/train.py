@@ -86,12 +86,14 @@ def train(params: Params, data: SequenceData, *, eta: float, steps: int, batch_s
         if sgd:
             idx = torch.rand(E, n, generator=gen, device=gen.device).argsort(dim=1)[:, :batch_size].to(data.x.device)
             xb, yb = data.x[idx], data.y[idx]  # (E, b, L, .)
-            fw = forward(cur, xb)
-            grad = backward(cur, fw, loss_vectors(cur, fw, yb)).grad * (n / batch_size)
+            scale = n / batch_size
         else:
-            fw = forward(cur, data.x)
-            grad = backward(cur, fw, loss_vectors(cur, fw, data.y)).grad
-        W = W - eta * grad
+            xb, yb, scale = data.x, data.y, 1.0
+        fw = forward(cur, xb)
+        e = loss_vectors(cur, fw, yb)
+        if not torch.isfinite(e).all():  # checked every step, not only at recorded ones
+            raise FloatingPointError(f"loss diverged at step {t} (eta={eta} too large)")
+        W = W - (eta * scale) * backward(cur, fw, e).grad
     stack = lambda rows: torch.stack(rows).to(torch.float64).numpy()
     return TrainHistory(steps=np.asarray(rec_t), loss=stack(rec_f), dist=stack(rec_dist), flips=stack(rec_flips),
                         params=params.with_W(W))

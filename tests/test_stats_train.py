@@ -89,3 +89,6 @@ def test_divergence_is_reported():
     p = rb.init_params(64, 5, 1, seed=1, device="cpu", dtype=torch.float64)
     with pytest.raises(FloatingPointError, match="diverged"):
         rb.train(p, data, eta=50.0, steps=50)
+    # divergence between two recorded steps is caught too
+    with pytest.raises(FloatingPointError, match="diverged"):
+        rb.train(p, data, eta=50.0, steps=50, record_every=1000)

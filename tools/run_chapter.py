@@ -34,7 +34,8 @@ def main() -> int:
         for out in cell.get("outputs", []):
             meta = out.get("metadata", {}).get("scrapbook", {})
             if meta:
-                value = out.get("data", {}).get("text/plain", "")
+                data = out.get("data", {})
+                value = data.get("application/papermill.record/text/plain", data.get("text/plain", ""))
                 print(f"  glue {meta.get('name')} = {value}")
     return 0
 

@@ -31,5 +31,12 @@ book-quick: env assets
 test: env assets
 	$(PY) -m pytest -q
 
+# Benchmarks of rnnbook's kernels against plain-torch baselines (not part of the tests): _build/bench.json.
+bench: env
+	$(PY) bench/run.py
+
+bench-quick: env
+	$(PY) bench/run.py --quick
+
 clean:
 	rm -rf _build _extra node_modules

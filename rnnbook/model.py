@@ -18,6 +18,7 @@ holds step ``l`` (``x[i, 0]`` is ``x_{i,1}``).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -151,6 +152,95 @@ def _baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     return torch.baddbmm(bias, a, b)
 
 
+_ONEDNN: dict = {}
+
+
+def _onednn_ok(t: torch.Tensor) -> bool:
+    """Whether oneDNN's linear kernels can serve ``t``'s products (CPU float32, torch built with oneDNN).
+
+    On x86 CPUs oneDNN's JIT GEMM is often about twice as fast as the BLAS that ``torch.mm`` calls for the
+    skinny ``(n x m) @ (m x m)`` products of BPTT (measured in ``bench/``). The ops are torch-internal, so
+    they are probed once (result checked against ``torch.mm``) and everything falls back to ``torch.mm``/
+    ``addmm`` where they are missing or wrong. ``RNNBOOK_NO_ONEDNN=1`` disables them.
+    """
+    if t.device.type != "cpu" or t.dtype != torch.float32:
+        return False
+    if "ok" not in _ONEDNN:
+        ok = False
+        try:
+            if os.environ.get("RNNBOOK_NO_ONEDNN", "") not in ("", "0"):
+                raise RuntimeError("disabled")
+            if torch.backends.mkldnn.is_available():
+                gen = torch.Generator().manual_seed(0)
+                a, w, c = (torch.randn(s, generator=gen) for s in ((5, 7), (6, 7), (5, 6)))
+                lp = torch.ops.mkldnn._linear_pointwise
+                packed = torch.ops.mkldnn._reorder_linear_weight(w, 5)
+                r1 = lp.binary(a, c, packed, None, "add")
+                r2 = lp(a, w, None, "none", [], "")
+                ok = (torch.allclose(r1, c + a @ w.T, atol=1e-5) and torch.allclose(r2, a @ w.T, atol=1e-5))
+        except Exception:  # noqa: BLE001 -- any failure means: use torch.mm
+            ok = False
+        _ONEDNN["ok"] = ok
+    return _ONEDNN["ok"]
+
+
+#: Widths from which oneDNN beats torch.mm for the (32 x m) @ (m x m) step products, and from which
+#: reordering W once (about the cost of 1.5 products) pays back over ~20 steps (bench/, 1 thread).
+_ONEDNN_MIN_M, _PACK_MIN_M = 256, 512
+
+
+def _use_onednn(W: torch.Tensor) -> bool:
+    return W.shape[-1] >= _ONEDNN_MIN_M and _onednn_ok(W)
+
+
+def _packed(M: torch.Tensor, batch: int) -> torch.Tensor:
+    """``M`` (m, m) for oneDNN's ``x @ M^T``: reordered once into its blocked layout when that pays back."""
+    if M.shape[-1] >= _PACK_MIN_M:
+        return torch.ops.mkldnn._reorder_linear_weight(M.contiguous(), batch)
+    return M
+
+
+def _linear_add_into(out: torch.Tensor, x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """``out += x @ M^T`` for one network with oneDNN (``packed`` from :func:`_packed`); returns the sum."""
+    r = torch.ops.mkldnn._linear_pointwise.binary(x, out, packed, None, "add")
+    out.copy_(r)
+    return r
+
+
+def _baddbmm_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """In place ``out += a @ b`` over the ensemble (``out`` may be a strided view of a time-major buffer)."""
+    if a.shape[0] == 1:
+        out[0].addmm_(a[0], b[0])
+    else:
+        out.baddbmm_(a, b)
+
+
+def _gram_T(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a^T b`` over the ensemble for row blocks a, b of shape (E, k, m): the weight-gradient GEMM."""
+    if a.shape[1] > 0 and _use_onednn(a):
+        lp = torch.ops.mkldnn._linear_pointwise
+        # linear(X, Y) = X @ Y^T with X = a^T and Y = b^T (strided views, no copies)
+        if a.shape[0] == 1:
+            return lp(a[0].t(), b[0].t(), None, "none", [], "").unsqueeze(0)
+        out = torch.empty(a.shape[0], a.shape[2], b.shape[2], device=a.device, dtype=a.dtype)
+        for e in range(a.shape[0]):
+            out[e].copy_(lp(a[e].t(), b[e].t(), None, "none", [], ""))
+        return out
+    if a.shape[0] == 1:
+        return torch.mm(a[0].t(), b[0]).unsqueeze(0)
+    return torch.bmm(a.transpose(1, 2), b)
+
+
+def _act_into(name: str, g: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = phi(g)`` written into a preallocated view."""
+    if name == "relu":
+        torch.clamp_min(g, 0.0, out=out)
+    elif name == "tanh":
+        torch.tanh(g, out=out)
+    else:
+        out.copy_(g)
+
+
 def _W_at(params: Params, l: int) -> torch.Tensor:
     """The matrix acting at step l (1-based): W itself when tied, W_l when untied."""
     return params.W if params.tied else params.W[:, l - 1]
@@ -216,17 +306,42 @@ def forward(params: Params, x: torch.Tensor) -> Forward:
     _, n, L, d_x = x4.shape
     if not params.tied and params.W.shape[1] < L:
         raise ValueError(f"untied W has {params.W.shape[1]} steps but x has L={L} tokens")
-    # A x_l for all steps at once, time-major: (E, L, n, m).
-    Ax = torch.matmul(x4.transpose(1, 2).reshape(x4.shape[0], L * n, d_x), params.A.transpose(1, 2))
-    Ax = Ax.reshape(E, L, n, m)
-    # Steps are collected in lists and stacked once, so autograd can also run through this function.
-    h_prev = torch.zeros(E, n, m, device=params.device, dtype=params.dtype)
-    gs, hs = [torch.zeros_like(h_prev)], [h_prev]
-    for l in range(1, L + 1):
-        g = _baddbmm(Ax[:, l - 1], hs[-1], _W_at(params, l).transpose(-1, -2))
-        gs.append(g)
-        hs.append(_act(params.activation, g))
-    g_t, h_t = torch.stack(gs, dim=1), torch.stack(hs, dim=1)
+    xt = x4.transpose(1, 2).reshape(x4.shape[0], L * n, d_x)  # time-major tokens (Ex, L n, d_x), Ex = 1 or E
+    if torch.is_grad_enabled() and (params.W.requires_grad or params.A.requires_grad or x.requires_grad):
+        # Autograd path: steps collected in lists and stacked once (no in-place writes into a graph).
+        Ax = torch.matmul(xt, params.A.transpose(1, 2)).reshape(E, L, n, m)  # A x_l for all steps at once
+        h_prev = torch.zeros(E, n, m, device=params.device, dtype=params.dtype)
+        gs, hs = [torch.zeros_like(h_prev)], [h_prev]
+        for l in range(1, L + 1):
+            g = _baddbmm(Ax[:, l - 1], hs[-1], _W_at(params, l).transpose(-1, -2))
+            gs.append(g)
+            hs.append(_act(params.activation, g))
+        g_t, h_t = torch.stack(gs, dim=1), torch.stack(hs, dim=1)
+        return Forward(h_t=h_t, g_t=g_t, activation=params.activation)
+    # Fast path: preallocated time-major buffers, every step written in place (no per-step allocation,
+    # no final stack). g_t[:, 1:] first receives A x_l for all steps, then g_l = A x_l + W h_{l-1}
+    # accumulates into it; step 1 needs no product since h_0 = 0.
+    g_t = torch.empty(E, L + 1, n, m, device=params.device, dtype=params.dtype)
+    h_t = torch.empty_like(g_t)
+    g_t[:, 0].zero_()
+    h_t[:, 0].zero_()
+    if params.tied and L > 1 and _use_onednn(params.W):
+        # oneDNN, one network at a time, so that its W (and its slice of the buffers) stays in cache for
+        # all L steps; a step-outer loop over the ensemble would cycle E matrices through the cache.
+        for e in range(E):
+            torch.mm(xt[e if xt.shape[0] > 1 else 0], params.A[e].t(), out=g_t[e, 1:].view(L * n, m))
+            _act_into(params.activation, g_t[e, 1], h_t[e, 1])
+            packed = _packed(params.W[e], n)
+            for l in range(2, L + 1):
+                r = _linear_add_into(g_t[e, l], h_t[e, l - 1], packed)
+                _act_into(params.activation, r, h_t[e, l])
+    else:
+        g_t[:, 1:].copy_(torch.matmul(xt, params.A.transpose(1, 2)).reshape(E, L, n, m))
+        _act_into(params.activation, g_t[:, 1], h_t[:, 1])
+        for l in range(2, L + 1):
+            g = g_t[:, l]
+            _baddbmm_(g, h_t[:, l - 1], _W_at(params, l).transpose(-1, -2))
+            _act_into(params.activation, g, h_t[:, l])
     return Forward(h_t=h_t, g_t=g_t, activation=params.activation)
 
 
@@ -285,21 +400,47 @@ def backward(params: Params, fw: Forward, loss: torch.Tensor) -> Backward:
     E, m, L, n = params.ensemble, params.m, fw.L, fw.n
     if e4.shape[1:3] != (n, L):
         raise ValueError(f"loss must have n={n} sequences of L={L} vectors, got shape {tuple(loss.shape)}")
-    # B^T loss_{i,a} for all a at once, time-major (E, L, n, m).
-    BTe = torch.matmul(e4.transpose(1, 2).reshape(e4.shape[0], L * n, params.d), params.B)
-    BTe = BTe.reshape(E, L, n, m)  # matmul broadcast a shared (1, ...) loss over the ensemble
-    u_t = torch.zeros(E, L + 1, n, m, device=params.device, dtype=params.dtype)
-    Du_t = torch.zeros_like(u_t)
-    delta = BTe[:, L - 1]  # u_{L-1} = B^T loss_L
-    for l in range(L, 0, -1):  # invariant: delta = u_{l-1}
-        u_t[:, l - 1] = delta
-        z = _act_slope(params.activation, fw.g_t[:, l]) * delta  # D_l u_{l-1}
-        Du_t[:, l - 1] = z
-        if l > 1:  # u_{l-2} = W^T D_l u_{l-1} + B^T loss_{l-1}
-            delta = _baddbmm(BTe[:, l - 2], z, _W_at(params, l))
+    # u_t[:, a-1] starts as B^T loss_{i,a} (all a at once, time-major); the recursion
+    # u_{l-2} = W^T D_l u_{l-1} + B^T loss_{l-1} then accumulates in place, so nothing is copied.
+    et = e4.transpose(1, 2).reshape(e4.shape[0], L * n, params.d)  # time-major loss (E or 1, L n, d)
+    u_t = torch.empty(E, L + 1, n, m, device=params.device, dtype=params.dtype)
+    Du_t = torch.empty_like(u_t)
+    u_t[:, L].zero_()
+    Du_t[:, L].zero_()
+    relu = params.activation == "relu"
+
+    def slope_times_u(e, l, mask):  # Du_t[e, l-1] = D_l u_{l-1}; mask = D_l as booleans (ReLU) or None
+        if relu:
+            torch.mul(u_t[e, l - 1], mask, out=Du_t[e, l - 1])
+        else:
+            torch.mul(u_t[e, l - 1], _act_slope(params.activation, fw.g_t[e, l]), out=Du_t[e, l - 1])
+
+    k = (L - 1) * n  # rows of the weight-gradient GEMM: positions l = 1..L-1 (h_0 = 0 and Du_L = 0)
+    if params.tied and L > 1 and _use_onednn(params.W):
+        # oneDNN, one network at a time (cache locality, see forward); z @ W = z @ (W^T)^T.
+        grad = torch.empty_like(params.W)
+        lp = torch.ops.mkldnn._linear_pointwise
+        for e in range(E):
+            torch.mm(et[e if et.shape[0] > 1 else 0], params.B[e], out=u_t[e, :L].view(L * n, m))
+            masks = fw.g_t[e, 1:] >= 0 if relu else [None] * L  # all D_l of network e at once
+            packed = _packed(params.W[e].t(), n)
+            for l in range(L, 1, -1):
+                slope_times_u(e, l, masks[l - 1])
+                _linear_add_into(u_t[e, l - 2], Du_t[e, l - 1], packed)  # u_{l-2} += W^T D_l u_{l-1}
+            slope_times_u(e, 1, masks[0])
+            # sum over (l, i) of Du_{i,l} h_{i,l}^T as one GEMM: linear(X, Y) = X @ Y^T, X = Du^T, Y = h^T
+            grad[e].copy_(lp(Du_t[e, 1:L].reshape(k, m).t(), fw.h_t[e, 1:L].reshape(k, m).t(), None, "none", [], ""))
+        return Backward(u_t=u_t, Du_t=Du_t, grad=grad)
+    u_t[:, :L].copy_(torch.matmul(et, params.B).reshape(E, L, n, m))  # broadcasts a shared loss over E
+    masks = fw.g_t[:, 1:] >= 0 if relu else None  # all D_l at once, as booleans: (E, L, n, m)
+    E_all = slice(None)
+    for l in range(L, 0, -1):
+        slope_times_u(E_all, l, masks[:, l - 1] if relu else None)
+        if l > 1:  # u_{l-2} += W^T D_l u_{l-1} (row vectors: z @ W)
+            _baddbmm_(u_t[:, l - 2], Du_t[:, l - 1], _W_at(params, l))
     if params.tied:
-        # sum over (l, i) of Du_{i,l} h_{i,l}^T as one GEMM; Du at l = L and h_0 are zero rows.
-        grad = torch.bmm(Du_t.reshape(E, (L + 1) * n, m).transpose(1, 2), fw.h_t.reshape(E, (L + 1) * n, m))
+        # sum over (l, i) of Du_{i,l} h_{i,l}^T as one GEMM over l = 1..L-1.
+        grad = _gram_T(Du_t[:, 1:L].reshape(E, k, m), fw.h_t[:, 1:L].reshape(E, k, m))
     else:
         grad = torch.zeros_like(params.W)
         # W_l acts at step l: its gradient is sum_i D_{i,l} u_{i,l-1} h_{i,l-1}^T.

@@ -108,12 +108,14 @@ def randn(shape, *, gen: torch.Generator, std: float, device, dtype) -> torch.Te
     """``std * N(0, 1)`` of ``shape``, drawn on the generator's device in float64, then placed and cast.
 
     Drawing in float64 makes one seed give the same network in float32 and float64 (up to rounding) and on
-    CPU and CUDA. The draw is done one leading slice at a time to keep the float64 copy small.
+    CPU and CUDA. The draw is made in chunks to keep the float64 copy small.
     """
     shape = tuple(shape)
     out = torch.empty(shape, device=device, dtype=dtype)
-    slices = out.reshape(-1, *shape[-2:]) if len(shape) > 2 else out.reshape(1, *shape)
-    for k in range(slices.shape[0]):
-        z = torch.randn(slices.shape[1:], generator=gen, device=gen.device, dtype=torch.float64)
-        slices[k].copy_(z.mul_(std))
+    flat = out.view(-1)
+    chunk = 1 << 22  # 4M numbers (32 MB in float64) per draw: few calls, bounded temporary memory
+    for start in range(0, flat.numel(), chunk):
+        stop = min(start + chunk, flat.numel())
+        z = torch.randn(stop - start, generator=gen, device=gen.device, dtype=torch.float64)
+        flat[start:stop].copy_(z.mul_(std))
     return out

@@ -10,6 +10,7 @@ Every chapter imports it. Modules:
 * :mod:`rnnbook.plotting`  -- the book's figure style and measured-versus-predicted plots
 * :mod:`rnnbook.profiles`  -- experiment sizes of every chapter (quick and full)
 * :mod:`rnnbook.exercises` -- self-checks for exercises
+* :mod:`rnnbook.book`      -- glue helpers for chapters (fitted exponents with their uncertainty)
 * :mod:`rnnbook.forward_stats` -- hidden-state norms against Lemma B.3's bounds
 * :mod:`rnnbook.projections` -- Gram-Schmidt bases, fresh residuals and projected separation (Lemmas B.6, B.9)
 * :mod:`rnnbook.products`  -- masked products D W ... D W, their norms, sparse blocks, backward operators (B.11-B.19)
@@ -25,6 +26,6 @@ from .train import train, TrainHistory
 from .stats import loglog_slope, SlopeFit, median_band, fraction
 from .profiles import sizes
 from .exercises import self_check
-from . import plotting, forward_stats, projections, products, kernels, perturb, ntk
+from . import book, plotting, forward_stats, projections, products, kernels, perturb, ntk
 
 __version__ = "0.1.0"

@@ -37,6 +37,9 @@ from .model import Params, Forward, forward
 from .train import train as _train
 
 KINDS = ("random", "adversarial", "gd")
+#: How the chapters name each kind in legends and prose (the adversarial construction is the book's own).
+KIND_LABELS = {"random": "random Gaussian direction", "adversarial": "adversarial rank one (book's)",
+               "gd": "GD displacement, rescaled"}
 
 
 # ----------------------------------------------------------------------------------------------------------

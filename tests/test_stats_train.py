@@ -92,3 +92,8 @@ def test_divergence_is_reported():
     # divergence between two recorded steps is caught too
     with pytest.raises(FloatingPointError, match="diverged"):
         rb.train(p, data, eta=50.0, steps=50, record_every=1000)
+
+
+def test_glue_fit_rejects_anything_but_a_fit():
+    with pytest.raises(TypeError, match="SlopeFit"):
+        rb.book.glue_fit("key", 0.5)

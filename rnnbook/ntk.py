@@ -70,6 +70,16 @@ def gram_from_vectors(Du_t: torch.Tensor, h_t: torch.Tensor, *, tied: bool = Tru
     return K
 
 
+def _check_params_fw(params, fw) -> None:
+    """``params`` are rnnbook.Params and ``fw`` is a forward pass of these networks."""
+    if not isinstance(params, Params):
+        raise TypeError(f"params must be rnnbook.Params (from rnnbook.init_params), got {type(params).__name__}")
+    _check_fw(fw)
+    if fw.h_t.shape[0] != params.ensemble or fw.h_t.shape[-1] != params.m:
+        raise ValueError(f"fw belongs to another network: ensemble/width {fw.h_t.shape[0]}/{fw.h_t.shape[-1]}, "
+                         f"params has {params.ensemble}/{params.m}")
+
+
 def gram(params: Params, fw: Forward, loss: torch.Tensor | None = None, *, bw: Backward | None = None) -> torch.Tensor:
     """Empirical NTK Gram matrix of the per-sample gradients with respect to W, ``(E, n, n)`` float64.
 
@@ -79,12 +89,7 @@ def gram(params: Params, fw: Forward, loss: torch.Tensor | None = None, *, bw: B
     fake gradients of Definition E.1. Pass ``bw`` (a :func:`rnnbook.backward` result for ``fw``) instead of
     ``loss`` to reuse a backward pass already made. Computed in the factored form of the module docstring.
     """
-    if not isinstance(params, Params):
-        raise TypeError(f"params must be rnnbook.Params (from rnnbook.init_params), got {type(params).__name__}")
-    _check_fw(fw)
-    if fw.h_t.shape[0] != params.ensemble or fw.h_t.shape[-1] != params.m:
-        raise ValueError(f"fw belongs to another network: ensemble/width {fw.h_t.shape[0]}/{fw.h_t.shape[-1]}, "
-                         f"params has {params.ensemble}/{params.m}")
+    _check_params_fw(params, fw)
     if (loss is None) == (bw is None):
         raise ValueError("pass exactly one of loss= (loss vectors) or bw= (a backward pass)")
     if bw is None:
@@ -120,12 +125,7 @@ def output_ntk(params: Params, fw: Forward) -> torch.Tensor:
     this costs L d backward passes and a Gram matrix of (L d L n) vectors: fine for moderate L, d, n.
     Outputs at step 1 do not depend on W (h_0 = 0), so their rows are zero.
     """
-    if not isinstance(params, Params):
-        raise TypeError(f"params must be rnnbook.Params (from rnnbook.init_params), got {type(params).__name__}")
-    _check_fw(fw)
-    if fw.h_t.shape[0] != params.ensemble or fw.h_t.shape[-1] != params.m:
-        raise ValueError(f"fw belongs to another network: ensemble/width {fw.h_t.shape[0]}/{fw.h_t.shape[-1]}, "
-                         f"params has {params.ensemble}/{params.m}")
+    _check_params_fw(params, fw)
     E, L, n, d, m = params.ensemble, fw.L, fw.n, params.d, params.m
     tied = params.tied
     span = slice(1, L) if tied else slice(0, L)

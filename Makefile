@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: book book-quick test bench bench-quick assets env clean
+.PHONY: book book-quick test bench bench-quick assets env lab clean
 
 # The environment: created if missing, (re)installed when requirements.txt or pyproject.toml change.
 $(STAMP): requirements.txt pyproject.toml
@@ -37,6 +37,11 @@ bench: env
 
 bench-quick: env
 	$(PY) bench/run.py --quick
+
+# JupyterLab on the chapters, for running them interactively (widgets need a live kernel).
+lab: env
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-lab.txt
+	$(VENV)/bin/jupyter lab chapters/
 
 clean:
 	rm -rf _build _extra node_modules

@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# OpenMP threads sleep instead of spinning while they wait (rnnbook/__init__.py says why).
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: book book-quick test bench bench-quick assets env lab clean
 
@@ -11,7 +13,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	$(PY) -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
+	$(PY) -m ipykernel install --prefix $(VENV) --name python3 --env OMP_WAIT_POLICY PASSIVE > /dev/null
 	touch $(STAMP)
 
 env: $(STAMP)

@@ -1,3 +1,9 @@
+import os
+
+# Before torch is imported (here, first): OpenMP threads sleep instead of spinning while they wait
+# (see rnnbook/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

@@ -1,6 +1,7 @@
 """Build the whole book as CI and readers do: strict (-W -n), every chapter executed (quick profile),
 fresh execution cache, and check that the HTML renders offline from the vendored assets."""
 import re
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,47 @@ def test_widget_state_is_embedded_for_the_static_page(html):
         text = page.read_text()
         assert "application/vnd.jupyter.widget-state+json" in text, f"{page.name}: widget view without its state"
         assert "vendor/html-manager/embed-amd.js" in text and "vendor/requirejs/require.js" in text
+
+
+HUNG_PAGE = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+# A page whose second cell never returns
+
+```{code-cell} ipython3
+x = 1
+```
+
+```{code-cell} ipython3
+import time
+time.sleep(3600)  # the hung cell
+```
+"""
+
+
+@pytest.mark.book
+def test_a_hung_cell_fails_the_build_fast_and_names_the_page(tmp_path):
+    """tools/build_book.py with a short per-cell timeout on a tiny book whose cell hangs: the build must fail
+    within seconds of the timeout, and its message must name the page and show the cell."""
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "_config.yml").write_text("title: hang\nexecute:\n  execute_notebooks: force\n  timeout: 3600\n")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: index\nchapters:\n  - file: stuck\n")
+    (book / "index.md").write_text("# Index\n")
+    (book / "stuck.md").write_text(HUNG_PAGE)
+    code = ("import sys; sys.path.insert(0, 'tools'); from pathlib import Path; import build_book as b; "
+            f"sys.exit(b.build('quick', Path({str(tmp_path / 'out')!r}), [], root=Path({str(book)!r}), cell_timeout=5))")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode != 0, "a hung cell must fail the build"
+    assert elapsed < 90, f"the build took {elapsed:.0f} s to notice a cell that timed out after 5 s"
+    assert "executing page 'stuck' failed: a cell timed out" in proc.stderr
+    assert "time.sleep(3600)" in proc.stderr  # the cell is shown

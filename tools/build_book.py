@@ -2,6 +2,11 @@
 
 * ``--profile full`` builds the published book into ``_build/html``;
   ``--profile quick`` builds the test-sized book into ``_build/quick/_build/html`` (its own cache).
+* ``--page chapters/products`` builds that page alone (with the introduction and the bibliography), strictly
+  except for references to pages outside the build, into ``_build/page/<name>``: a check of one chapter in
+  well under a minute at the quick profile.
+* ``--cell-timeout S`` overrides the per-cell execution timeout of ``_config.yml``. A cell that runs longer
+  fails the build, and the report names the page and shows the cell.
 * The execution cache (jupyter-cache) is keyed on code cells only, so a change to the rnnbook package, the
   pinned requirements or the profile would silently reuse stale outputs. We key it ourselves: the cache is
   cleared whenever the hash of those inputs changes.
@@ -14,12 +19,20 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from run_chapter import kernel_env  # noqa: E402
+
+#: Sphinx warning types that a single-page build may raise only because the other pages are absent.
+OTHER_PAGES = ["ref.doc", "ref.ref", "ref.numref", "myst.xref_missing", "prf.ref", "exercise.ref", "glue.ref"]
 
 
-def inputs_key(profile: str) -> str:
+def inputs_key(profile: str, root: Path = ROOT) -> str:
     h = hashlib.sha256(profile.encode())
     for path in sorted((ROOT / "rnnbook").rglob("*.py")) + [ROOT / "requirements.txt"]:
         h.update(path.relative_to(ROOT).as_posix().encode())
@@ -27,36 +40,75 @@ def inputs_key(profile: str) -> str:
     return h.hexdigest()[:16]
 
 
-def output_dir(profile: str, base: Path | None = None) -> Path:
-    """The --path-output for a profile: the repository root for full (-> _build/html), else _build/<profile>."""
+def output_dir(profile: str, base: Path | None = None, page: str | None = None) -> Path:
+    """The --path-output for a build: the repository root for full (-> _build/html), else _build/<profile>."""
     if base is not None:
         return base
+    if page is not None:
+        return ROOT / "_build" / "page" / Path(page).stem
     return ROOT if profile == "full" else ROOT / "_build" / profile
 
 
-def build(profile: str, out: Path, extra_args: list[str]) -> int:
+def derived_files(root: Path, out: Path, *, cell_timeout: int | None, page: str | None) -> list[str]:
+    """Write a configuration (and table of contents) derived from the book's own, when a build needs one;
+    return the extra jupyter-book arguments that select them."""
+    if cell_timeout is None and page is None:
+        return []
+    cfg = yaml.safe_load((root / "_config.yml").read_text())
+    if cell_timeout is not None:
+        cfg.setdefault("execute", {})["timeout"] = int(cell_timeout)
+    args = []
+    if page is not None:
+        page = Path(page).with_suffix("").as_posix()
+        if not (root / f"{page}.md").exists():
+            raise SystemExit(f"--page {page}: no such page {root / (page + '.md')}")
+        toc = yaml.safe_load((root / "_toc.yml").read_text())
+        chapters = [page] + (["chapters/bibliography"] if page != "chapters/bibliography" else [])
+        toc["parts"] = [{"caption": "One page", "chapters": [{"file": c} for c in chapters]}]
+        if page == toc["root"]:
+            toc["parts"][0]["chapters"] = toc["parts"][0]["chapters"][1:]
+        cfg.setdefault("sphinx", {}).setdefault("config", {})["suppress_warnings"] = OTHER_PAGES
+        tmp_toc = out / "_build" / "_toc.derived.yml"
+        tmp_toc.parent.mkdir(parents=True, exist_ok=True)
+        tmp_toc.write_text(yaml.safe_dump(toc, sort_keys=False))
+        args += ["--toc", str(tmp_toc)]
+    tmp_cfg = out / "_build" / "_config.derived.yml"
+    tmp_cfg.parent.mkdir(parents=True, exist_ok=True)
+    tmp_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return args + ["--config", str(tmp_cfg)]
+
+
+def build(profile: str, out: Path, extra_args: list[str], *, root: Path = ROOT, cell_timeout: int | None = None,
+          page: str | None = None) -> int:
     build_dir = out / "_build"
     cache = build_dir / ".jupyter_cache"
     key_file = build_dir / ".rnnbook-inputs"
-    key = inputs_key(profile)
+    key = inputs_key(profile, root)
     if cache.exists() and (not key_file.exists() or key_file.read_text() != key):
         print(f"rnnbook, requirements or profile changed: clearing the execution cache {cache}")
         shutil.rmtree(cache)
     if not (ROOT / "_extra" / "vendor" / "mathjax").exists():
         print("vendored JavaScript missing: run `make assets` (tools/vendor_assets.sh) first", file=sys.stderr)
         return 2
-    env = dict(os.environ, RNNBOOK_PROFILE=profile)
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "-W", "-n", "--keep-going",
+    extra_args = derived_files(root, out, cell_timeout=cell_timeout, page=page) + list(extra_args)
+    env = kernel_env(RNNBOOK_PROFILE=profile)
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going",
            "--path-output", str(out), *extra_args]
     print("+", " ".join(cmd), f"(RNNBOOK_PROFILE={profile})", flush=True)
-    rc = subprocess.call(cmd, env=env, cwd=ROOT)
+    t0 = time.perf_counter()
+    rc = subprocess.call(cmd, env=env, cwd=root)
     if rc == 0:
         build_dir.mkdir(parents=True, exist_ok=True)
         key_file.write_text(key)
+        print(f"built in {time.perf_counter() - t0:.0f} s")
     else:
         reports = build_dir / "html" / "reports"
-        for log in sorted(reports.glob("*.err.log")) if reports.exists() else []:
-            print(f"--- {log.name}\n{log.read_text()[-4000:]}", file=sys.stderr)
+        for log in sorted(reports.rglob("*.err.log")) if reports.exists() else []:
+            page_name = log.relative_to(reports).as_posix().removesuffix(".err.log")
+            text = log.read_text()
+            what = "a cell timed out" if "CellTimeoutError" in text or "timed out" in text else "a cell failed"
+            print(f"--- executing page {page_name!r} failed: {what}; its report ({log}) ends:\n{text[-4000:]}",
+                  file=sys.stderr)
     return rc
 
 
@@ -64,8 +116,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=("quick", "full"), default="full")
     ap.add_argument("--path-output", type=Path, default=None, help="build folder (default depends on the profile)")
+    ap.add_argument("--page", default=None, help="build only this page, e.g. chapters/products")
+    ap.add_argument("--cell-timeout", type=int, default=None, help="per-cell timeout in seconds")
     args, extra = ap.parse_known_args()
-    return build(args.profile, output_dir(args.profile, args.path_output), extra)
+    profile = args.profile if args.page is None or "--profile" in sys.argv else "quick"
+    return build(profile, output_dir(profile, args.path_output, args.page), extra, cell_timeout=args.cell_timeout,
+                 page=args.page)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,54 @@
 """rnnbook: the support package of the executable book on Allen-Zhu, Li & Song (arXiv 1810.12065).
 
-Every chapter imports it. Modules:
+Every chapter imports it. The modules, in layers; each imports only from layers above it (a test checks):
 
-* :mod:`rnnbook.config`    -- device (``$RNNBOOK_DEVICE``) and experiment profile (``$RNNBOOK_PROFILE``)
-* :mod:`rnnbook.model`     -- the paper's RNN, initialisation, forward pass, loss and BPTT gradient
-* :mod:`rnnbook.data`      -- data meeting the paper's assumptions, and a checker for them
-* :mod:`rnnbook.train`     -- GD / SGD runs recording loss, distance from init and ReLU sign flips
-* :mod:`rnnbook.stats`     -- medians over seeds and log-log slope fits with uncertainty
-* :mod:`rnnbook.plotting`  -- the book's figure style and measured-versus-predicted plots
-* :mod:`rnnbook.profiles`  -- experiment sizes of every chapter (quick and full)
-* :mod:`rnnbook.exercises` -- self-checks for exercises
-* :mod:`rnnbook.book`      -- glue helpers for chapters (fitted exponents with their uncertainty)
-* :mod:`rnnbook.forward_stats` -- hidden-state norms against Lemma B.3's bounds
-* :mod:`rnnbook.projections` -- Gram-Schmidt bases, fresh residuals and projected separation (Lemmas B.6, B.9)
-* :mod:`rnnbook.products`  -- masked products D W ... D W, their norms, sparse blocks, backward operators (B.11-B.19)
-* :mod:`rnnbook.kernels`   -- the infinite-width (arc-cosine) recursion and empirical Gram matrices
-* :mod:`rnnbook.perturb`   -- random, adversarial and GD perturbations and their effects (Appendix C)
-* :mod:`rnnbook.ntk`       -- Gram matrix of per-sample gradients (empirical NTK) in factored form
+1. configuration, checks, randomness, the paper's constants --
+   :mod:`~rnnbook.config` (device ``$RNNBOOK_DEVICE``, profile ``$RNNBOOK_PROFILE``),
+   :mod:`~rnnbook.checks` (argument validation), :mod:`~rnnbook.rng` (seeds derived from names, generators),
+   :mod:`~rnnbook.paper` (every parameter and bound of the paper, and the book's step size),
+   :mod:`~rnnbook.profiles` (experiment sizes of every chapter), :mod:`~rnnbook.stats` (medians, log-log slope
+   fits with uncertainty), :mod:`~rnnbook.plotting` (the figure style);
+2. the model and the data -- :mod:`~rnnbook.model` (the RNN, initialisation, forward pass, loss, BPTT),
+   :mod:`~rnnbook.functional` (f(W) and the fake objective as functions of W, for autograd and ``torch.func``),
+   :mod:`~rnnbook.data` (data meeting the paper's assumptions);
+3. linear algebra and the random-initialisation quantities (Appendix B) -- :mod:`~rnnbook.linalg` (the one
+   Lanczos), :mod:`~rnnbook.products` (masked products, backward operators), :mod:`~rnnbook.forward_stats`
+   (B.3), :mod:`~rnnbook.projections` (B.6, B.9), :mod:`~rnnbook.kernels` (the infinite-width limit);
+4. perturbations (Appendix C) -- :mod:`~rnnbook.perturb`;
+5. gradients -- :mod:`~rnnbook.ntk` (Gram matrices of per-sample gradients and of output Jacobians);
+6. training (Appendices H, I) -- :mod:`~rnnbook.training` (GD and SGD with recorders; ``rb.train`` is its loop);
+7. the chapters' helpers -- :mod:`~rnnbook.book` (glue, verdicts, sweeps, the exercises' self-check).
+
+Private: :mod:`rnnbook._loops` (the fast forward and BPTT loops) and :mod:`rnnbook._gemm` (their matrix
+kernels, chosen by measurement on the machine at hand).
 """
-from .config import default_device, profile, describe
-from .model import (Params, Forward, Backward, init_params, forward, outputs, loss_vectors, objective, backward,
-                    gradient, ACTIVATIONS)
+import os as _os
+import sys as _sys
+import warnings as _warnings
+
+# OpenMP threads (torch's intra-op pool) must sleep, not spin, while they wait at the end of a parallel
+# region: with spinning, a chapter that runs many small kernels slowed down 5-8x as soon as one other
+# process competed for the cores (measured; tools/contention.py). libgomp reads the policy once, when torch
+# is first imported, so it is set here, before rnnbook imports torch. The book's kernels and `make` set it
+# too (tools/run_chapter.py, the Makefile, the venv's kernelspec).
+if "OMP_WAIT_POLICY" not in _os.environ:
+    if "torch" in _sys.modules:
+        _warnings.warn("torch was imported before rnnbook and OMP_WAIT_POLICY is not set: OpenMP threads will "
+                       "spin while waiting, which makes small kernels very slow on a busy machine. Import "
+                       "rnnbook first, or set OMP_WAIT_POLICY=PASSIVE before starting Python.", RuntimeWarning,
+                       stacklevel=2)
+    else:
+        _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+from .config import default_device, profile, describe  # noqa: E402
+from .model import (Params, Forward, Backward, Gradient, init_params, forward, outputs, loss_vectors, objective,
+                    backward, gradient, ACTIVATIONS)
 from .data import SequenceData, make_data, hard_pair, check_assumptions, require_assumptions, min_first_token_distance
-from .train import train, TrainHistory
-from .stats import loglog_slope, SlopeFit, median_band, fraction
+from .rng import seed
+from .training import train, TrainHistory
+from .stats import loglog_slope, loglog_slope_or_none, SlopeFit, median_band, fraction
 from .profiles import sizes
-from .exercises import self_check
-from . import book, plotting, forward_stats, projections, products, kernels, perturb, ntk
+from . import (book, checks, config, data, forward_stats, functional, kernels, linalg, model, ntk,  # noqa: E402
+               paper, perturb, plotting, products, profiles, projections, rng, stats, training)
 
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """Argument validation: every error names the argument and what was expected.
 
-Used by all public functions of rnnbook so that bad input fails loudly and early.
+Used by all public functions of rnnbook so that bad input fails loudly and early. (Random numbers live in
+:mod:`rnnbook.rng`.)
 """
 from __future__ import annotations
 
@@ -82,40 +83,3 @@ def same_placement(ref_name: str, ref: torch.Tensor, **others: torch.Tensor) -> 
             raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}: put them on one device")
         if t.dtype != ref.dtype:
             raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}: use one dtype")
-
-
-def generator(gen=None, seed=None, device=None) -> torch.Generator:
-    """A ``torch.Generator`` from either an existing one or an integer seed (exactly one is needed).
-
-    Seeds make CPU generators, so that a seed gives the same draw whatever device the result ends on.
-    """
-    if gen is not None and seed is not None:
-        raise ValueError("pass either generator= or seed=, not both")
-    if gen is not None:
-        if not isinstance(gen, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(gen).__name__}")
-        return gen
-    if seed is None:
-        raise ValueError("a seed (int) or generator (torch.Generator) is required: rnnbook never draws unseeded randomness")
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    g = torch.Generator(device="cpu")
-    g.manual_seed(int(seed))
-    return g
-
-
-def randn(shape, *, gen: torch.Generator, std: float, device, dtype) -> torch.Tensor:
-    """``std * N(0, 1)`` of ``shape``, drawn on the generator's device in float64, then placed and cast.
-
-    Drawing in float64 makes one seed give the same network in float32 and float64 (up to rounding) and on
-    CPU and CUDA. The draw is made in chunks to keep the float64 copy small.
-    """
-    shape = tuple(shape)
-    out = torch.empty(shape, device=device, dtype=dtype)
-    flat = out.view(-1)
-    chunk = 1 << 22  # 4M numbers (32 MB in float64) per draw: few calls, bounded temporary memory
-    for start in range(0, flat.numel(), chunk):
-        stop = min(start + chunk, flat.numel())
-        z = torch.randn(stop - start, generator=gen, device=gen.device, dtype=torch.float64)
-        flat[start:stop].copy_(z.mul_(std))
-    return out

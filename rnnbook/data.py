@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import checks
+from . import checks, rng
 from .config import resolve_device, resolve_dtype
 
 FIRST_TOKEN_LAST = 1.0 / math.sqrt(2.0)
@@ -63,7 +63,7 @@ def _first_tokens(directions: torch.Tensor) -> torch.Tensor:
 
 
 def _later_tokens(shape, token_norm: float, gen, device, dtype) -> torch.Tensor:
-    return token_norm * _unit_rows(checks.randn(shape, gen=gen, std=1.0, device=device, dtype=dtype))
+    return token_norm * _unit_rows(rng.randn(shape, gen=gen, std=1.0, device=device, dtype=dtype))
 
 
 def min_first_token_distance(x: torch.Tensor) -> float:
@@ -92,27 +92,27 @@ def make_data(n: int, L: int, d_x: int, d: int, delta: float, *, token_norm: flo
     delta = checks.real_in("delta", delta, 0.0, 1.0, low_open=True)
     token_norm = checks.real_in("token_norm", token_norm, 0.0, 1.0, low_open=True)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    gen = checks.generator(generator, seed)
-    dirs = _unit_rows(checks.randn((n, d_x - 1), gen=gen, std=1.0, device="cpu", dtype=torch.float64))
+    gen = rng.generator(generator, seed)
+    dirs = _unit_rows(rng.randn((n, d_x - 1), gen=gen, std=1.0, device="cpu", dtype=torch.float64))
     for _ in range(max_tries):
         close = torch.cdist(_first_tokens(dirs), _first_tokens(dirs)).fill_diagonal_(math.inf) < delta
         if not close.any():
             break
         # redraw the later member of each too-close pair, keep the rest
         redo = torch.unique(close.triu().nonzero()[:, 1])
-        dirs[redo] = _unit_rows(checks.randn((redo.numel(), d_x - 1), gen=gen, std=1.0, device="cpu", dtype=torch.float64))
+        dirs[redo] = _unit_rows(rng.randn((redo.numel(), d_x - 1), gen=gen, std=1.0, device="cpu", dtype=torch.float64))
     else:
         if n > 2 * (d_x - 1):
             raise ValueError(f"could not place n={n} first tokens at pairwise distance >= delta={delta} in d_x={d_x} "
                              f"dimensions after {max_tries} tries; lower delta or n, or raise d_x")
         # Random rotation of the cross-polytope +-e_k: pairwise distances 1 or sqrt(2), so any delta <= 1 holds.
-        q, _ = torch.linalg.qr(checks.randn((d_x - 1, d_x - 1), gen=gen, std=1.0, device="cpu", dtype=torch.float64))
+        q, _ = torch.linalg.qr(rng.randn((d_x - 1, d_x - 1), gen=gen, std=1.0, device="cpu", dtype=torch.float64))
         dirs = torch.cat([q.T, -q.T])[:n]
     x = torch.empty(n, L, d_x, dtype=torch.float64)
     x[:, 0] = _first_tokens(dirs)
     if L > 1:
         x[:, 1:] = _later_tokens((n, L - 1, d_x), token_norm, gen, "cpu", torch.float64)
-    y = checks.randn((n, L, d), gen=gen, std=1.0, device="cpu", dtype=torch.float64)
+    y = rng.randn((n, L, d), gen=gen, std=1.0, device="cpu", dtype=torch.float64)
     return SequenceData(x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype), delta)
 
 
@@ -125,8 +125,8 @@ def hard_pair(L: int, d_x: int, d: int, delta: float, *, token_norm: float = 1.0
     d = checks.positive_int("d", d)
     delta = checks.real_in("delta", delta, 0.0, 1.0, low_open=True)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    gen = checks.generator(generator, seed)
-    raw = checks.randn((2, d_x - 1), gen=gen, std=1.0, device="cpu", dtype=torch.float64)
+    gen = rng.generator(generator, seed)
+    raw = rng.randn((2, d_x - 1), gen=gen, std=1.0, device="cpu", dtype=torch.float64)
     u = _unit_rows(raw[0])
     v = raw[1] - (raw[1] @ u) * u
     v = v / v.norm()
@@ -137,7 +137,7 @@ def hard_pair(L: int, d_x: int, d: int, delta: float, *, token_norm: float = 1.0
     x[:, 0] = _first_tokens(dirs)
     if L > 1:
         x[:, 1:] = _later_tokens((1, L - 1, d_x), token_norm, gen, "cpu", torch.float64)
-    y = checks.randn((2, L, d), gen=gen, std=1.0, device="cpu", dtype=torch.float64)
+    y = rng.randn((2, L, d), gen=gen, std=1.0, device="cpu", dtype=torch.float64)
     return SequenceData(x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype), delta)
 
 

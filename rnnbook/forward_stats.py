@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import checks
+from . import checks, paper
 from .model import ACTIVATIONS, INIT_VARIANCE_TIMES_M, Params, forward
 
 #: Readings of the lower bound of Lemma B.3 (see :func:`b3_bounds`).
@@ -68,9 +68,10 @@ def b3_bounds(L: int, *, lower: str = "printed") -> tuple[np.ndarray, np.ndarray
     """
     L = checks.positive_int("L", L)
     checks.choice("lower", lower, LOWER_READINGS)
-    l = np.arange(1, L + 1, dtype=np.float64)
-    power = l - 1 if lower == "printed" else l
-    return (1.0 - 1.0 / (4 * L)) ** power, 2 * l + 2, 4 * l + 4
+    lemma_l = range(L)  # the lemma's l = 0..L-1 bounds step l + 1
+    shift = 0 if lower == "printed" else 1
+    low = np.array([paper.b3_lower(l + shift, L) for l in lemma_l])
+    return low, np.array([paper.b3_upper(l) for l in lemma_l]), np.array([paper.b3_g_upper(l) for l in lemma_l])
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def hidden_gram(fw: Forward) -> torch.Tensor:
     """
     if not isinstance(fw, Forward):
         raise TypeError(f"fw must be an rnnbook.Forward (from rnnbook.forward), got {type(fw).__name__}")
-    h = fw.h_t.to(torch.float64)  # (E, L+1, n, m)
+    h = fw.h_by_step.to(torch.float64)  # (E, L+1, n, m)
     return h @ h.transpose(-1, -2)
 
 

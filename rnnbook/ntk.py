@@ -37,30 +37,30 @@ def _check_fw(fw) -> None:
         raise TypeError(f"fw must be an rnnbook.Forward (from rnnbook.forward), got {type(fw).__name__}")
 
 
-def gram_from_vectors(Du_t: torch.Tensor, h_t: torch.Tensor, *, tied: bool = True) -> torch.Tensor:
+def gram_from_vectors(Du_s: torch.Tensor, h_s: torch.Tensor, *, tied: bool = True) -> torch.Tensor:
     """``K_ij = <sum_l Du_{i,l} h_{i,l}^T, sum_l' Du_{j,l'} h_{j,l'}^T>_F`` from time-major vectors.
 
-    ``Du_t`` and ``h_t`` have shape ``(E, T, n, m)`` (for rnnbook: ``bw.Du_t`` and ``fw.h_t``, where
+    ``Du_s`` and ``h_s`` have shape ``(E, T, n, m)`` (for rnnbook: ``bw.Du_by_step`` and ``fw.h_by_step``, where
     position l holds ``D_{l+1} u_l`` and ``h_l``). With ``tied=False`` the gradients of different
     positions are in different blocks (untied W_l) and only ``l = l'`` terms are summed.
     Returns float64 ``(E, n, n)``.
     """
-    checks.tensor("Du_t", Du_t, ndim=4)
-    checks.tensor("h_t", h_t, ndim=4)
-    if Du_t.shape != h_t.shape:
-        raise ValueError(f"Du_t and h_t must have the same shape (E, T, n, m), got {tuple(Du_t.shape)} "
-                         f"and {tuple(h_t.shape)}")
-    if Du_t.device != h_t.device:
-        raise ValueError(f"Du_t is on {Du_t.device} but h_t is on {h_t.device}: put them on one device")
-    E, T, n, m = Du_t.shape
-    U = Du_t.to(torch.float64)
-    H = h_t.to(torch.float64)
+    checks.tensor("Du_s", Du_s, ndim=4)
+    checks.tensor("h_s", h_s, ndim=4)
+    if Du_s.shape != h_s.shape:
+        raise ValueError(f"Du_s and h_s must have the same shape (E, T, n, m), got {tuple(Du_s.shape)} "
+                         f"and {tuple(h_s.shape)}")
+    if Du_s.device != h_s.device:
+        raise ValueError(f"Du_s is on {Du_s.device} but h_s is on {h_s.device}: put them on one device")
+    E, T, n, m = Du_s.shape
+    U = Du_s.to(torch.float64)
+    H = h_s.to(torch.float64)
     if not tied:
         # sum_l <Du_{i,l}, Du_{j,l}> <h_{i,l}, h_{j,l}>: batched over (E, l)
         return ((U @ U.transpose(-1, -2)) * (H @ H.transpose(-1, -2))).sum(dim=1)
     Uf = U.reshape(E, T * n, m)
     Hf = H.reshape(E, T * n, m)
-    K = torch.zeros(E, n, n, dtype=torch.float64, device=Du_t.device)
+    K = torch.zeros(E, n, n, dtype=torch.float64, device=Du_s.device)
     rows = max(1, _BLOCK_ENTRIES // max(1, E * T * n * n))  # positions l per block
     for a in range(0, T, rows):
         b = min(T, a + rows)
@@ -75,8 +75,8 @@ def _check_params_fw(params, fw) -> None:
     if not isinstance(params, Params):
         raise TypeError(f"params must be rnnbook.Params (from rnnbook.init_params), got {type(params).__name__}")
     _check_fw(fw)
-    if fw.h_t.shape[0] != params.ensemble or fw.h_t.shape[-1] != params.m:
-        raise ValueError(f"fw belongs to another network: ensemble/width {fw.h_t.shape[0]}/{fw.h_t.shape[-1]}, "
+    if fw.h_by_step.shape[0] != params.ensemble or fw.h_by_step.shape[-1] != params.m:
+        raise ValueError(f"fw belongs to another network: ensemble/width {fw.h_by_step.shape[0]}/{fw.h_by_step.shape[-1]}, "
                          f"params has {params.ensemble}/{params.m}")
 
 
@@ -96,13 +96,13 @@ def gram(params: Params, fw: Forward, loss: torch.Tensor | None = None, *, bw: B
         bw = backward(params, fw, loss)
     elif not isinstance(bw, Backward):
         raise TypeError(f"bw must be an rnnbook.Backward (from rnnbook.backward), got {type(bw).__name__}")
-    if bw.Du_t.shape != fw.h_t.shape:
-        raise ValueError(f"bw does not match fw: Du_t has shape {tuple(bw.Du_t.shape)}, h_t {tuple(fw.h_t.shape)}")
+    if bw.Du_by_step.shape != fw.h_by_step.shape:
+        raise ValueError(f"bw does not match fw: Du_s has shape {tuple(bw.Du_by_step.shape)}, h_s {tuple(fw.h_by_step.shape)}")
     L = fw.L
     if params.tied:
         # Du at position L and h_0 vanish: only positions 1..L-1 contribute.
-        return gram_from_vectors(bw.Du_t[:, 1:L], fw.h_t[:, 1:L], tied=True)
-    return gram_from_vectors(bw.Du_t[:, :L], fw.h_t[:, :L], tied=False)
+        return gram_from_vectors(bw.Du_by_step[:, 1:L], fw.h_by_step[:, 1:L], tied=True)
+    return gram_from_vectors(bw.Du_by_step[:, :L], fw.h_by_step[:, :L], tied=False)
 
 
 def empirical_ntk(params: Params, x: torch.Tensor, y: torch.Tensor | None = None, *,
@@ -137,9 +137,9 @@ def output_ntk(params: Params, fw: Forward) -> torch.Tensor:
             for k in range(d):
                 e = torch.zeros(n, L, d, device=params.device, dtype=params.dtype)
                 e[:, a, k] = 1.0
-                Us.append(backward(params, fw, e).Du_t[:, span].to(torch.float64))
+                Us.append(backward(params, fw, e).Du_by_step[:, span].to(torch.float64))
     U = torch.stack(Us, dim=3)  # (E, T, n, L d, m)
-    H = fw.h_t[:, span].to(torch.float64)  # (E, T, n, m)
+    H = fw.h_by_step[:, span].to(torch.float64)  # (E, T, n, m)
     if tied:
         Uf = U.reshape(E, T * n * L * d, m)
         Gu = (Uf @ Uf.transpose(1, 2)).reshape(E, T, n * L * d, T, n * L * d)

@@ -7,21 +7,26 @@ and the perturbation quantities are
     g' = g - g~,   h' = h - h~,   D' = D - D~   (entries in {-1, 0, 1}: the ReLU sign flips),
 
 where un-tilded quantities belong to the perturbed network. ``W'`` may depend on ``W~, A, B`` (it is
-"adversarial"); Lemma C.2 (forward), C.7 (intermediate products) and C.9 (backward operators) hold for all
-such ``W'`` at once, and the special rank-one Lemmas C.10 / C.11 for ``W' = y z^T`` with ``y`` N-sparse.
+"adversarial"); Lemma C.2 (forward), C.7 (intermediate products), C.9 (backward operators) and C.10 hold for
+all such ``W'`` at once; Lemma C.11 for a fixed ``W' = y z^T`` (``y`` N-sparse) that does not look at ``B``.
 
-This module builds three kinds of ``W'`` with ``||W'||_2 = tau0 / sqrt(m)`` exactly (to the precision of
-the power iteration, see :func:`top_singular_value`):
+A network and its perturbation on given inputs is one object, :class:`Perturbed` (made by
+:func:`perturbed`), and every measurement takes it: :func:`perturbation_stats` (Lemma C.2),
+:func:`product_norms` (C.7), :func:`backward_change` (C.9 and C.11), :func:`forward_coordinate_change` (C.10).
+Products and backward rows follow the conventions of :mod:`rnnbook.products`.
 
-* :func:`random_direction`  -- a Gaussian matrix rescaled;
+The perturbations, each with ``||W'||_2 = tau0 / sqrt(m)`` exactly (to the precision of
+:func:`rnnbook.linalg.matrix_norm`):
+
+* :func:`random_direction` -- a Gaussian matrix rescaled;
 * :func:`adversarial_rank_one` -- the book's own construction (not the paper's): ``W' = y hhat^T`` that
   spends the whole budget on flipping as many ReLU signs as possible at one sample and step;
-* :func:`gd_direction` -- ``W_T - W_0`` of a gradient-descent run (:func:`rnnbook.train`), rescaled;
+* :func:`sparse_rank_one`, :func:`aimed_sparse_rank_one` -- the special rank-one perturbations of Lemmas
+  C.10/C.11 (entries ``+-tau0/sqrt(m)`` on N coordinates), random or aimed at the N smallest pre-activations;
+* the displacement of a gradient-descent run, rescaled, is :func:`rnnbook.training.gd_direction` (it needs
+  training, which sits above this module).
 
-the special rank-one perturbations of Lemmas C.10/C.11 (:func:`sparse_rank_one`), and the measurements:
-:func:`perturbation_stats` (Lemma C.2), :func:`product_norms` (Lemma C.7), :func:`backward_change`
-(Lemmas C.9 and C.11) and :func:`forward_coordinate_change` (Lemma C.10). Everything is batched over the
-ensemble dimension ``E`` and runs on the device of ``params``.
+Everything is batched over the ensemble dimension ``E`` and runs on the device of ``params``.
 """
 from __future__ import annotations
 
@@ -30,11 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import checks
-from . import products
-from .data import SequenceData
+from . import checks, linalg, products, rng
 from .model import Params, Forward, forward
-from .train import train as _train
 
 KINDS = ("random", "adversarial", "gd")
 #: How the chapters name each kind in legends and prose (the adversarial construction is the book's own).
@@ -61,8 +63,8 @@ def _check_Wp(params: Params, Wp: torch.Tensor) -> torch.Tensor:
 def _check_fw(name: str, fw, params: Params) -> Forward:
     if not isinstance(fw, Forward):
         raise TypeError(f"{name} must be an rnnbook.Forward (the output of rnnbook.forward), got {type(fw).__name__}")
-    if fw.h_t.shape[0] != params.ensemble or fw.h_t.shape[-1] != params.m:
-        raise ValueError(f"{name} belongs to another network: ensemble/width {fw.h_t.shape[0]}/{fw.h_t.shape[-1]}, "
+    if fw.h_by_step.shape[0] != params.ensemble or fw.h_by_step.shape[-1] != params.m:
+        raise ValueError(f"{name} belongs to another network: ensemble/width {fw.h_by_step.shape[0]}/{fw.h_by_step.shape[-1]}, "
                          f"expected {params.ensemble}/{params.m}")
     return fw
 
@@ -81,65 +83,7 @@ def _unit_rows(name: str, a: torch.Tensor, E: int, d: int, ref: torch.Tensor) ->
 
 
 # ----------------------------------------------------------------------------------------------------------
-# spectral norms and rescaling
-
-def top_singular_value(M: torch.Tensor, *, tol: float | None = None, max_iters: int = 300, seed: int = 0,
-                       return_iters: bool = False):
-    """``||M_e||_2`` for each matrix of a batch ``M`` (E, p, q), by Lanczos on ``M^T M``.
-
-    Lanczos with full reorthogonalisation: after k rounds the largest eigenvalue of the k x k tridiagonal
-    matrix is the best estimate of ``||M||_2^2`` from the Krylov space of dimension k (a lower bound that
-    converges from below, far faster than power iteration when the top singular values are close, as for a
-    Gaussian matrix). Stops when that estimate changes by less than ``tol`` (relative; default 1e-7 in
-    float32, 1e-12 in float64) in every network, or when the Krylov space is exhausted (low-rank M).
-    Works in M's dtype; returns (E,) (and the number of rounds with ``return_iters``). Much cheaper than a
-    full SVD at m >= 512; tested against ``torch.linalg.matrix_norm(ord=2)``.
-    """
-    checks.tensor("M", M, ndim=3)
-    max_iters = checks.positive_int("max_iters", max_iters)
-    if tol is None:
-        tol = 1e-7 if M.dtype == torch.float32 else 1e-12
-    tol = checks.positive_real("tol", tol)
-    E, p, q = M.shape
-    dt, dev = M.dtype, M.device
-    A = M.contiguous()
-    At = M.transpose(1, 2).contiguous()  # a transposed bmm is a slow path on CPU: keep both layouts
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    v = torch.randn(E, q, generator=gen, dtype=torch.float64).to(device=dev, dtype=dt)
-    v = v / v.norm(dim=-1, keepdim=True)
-    K = min(max_iters, q)
-    Q = torch.zeros(E, K + 1, q, dtype=dt, device=dev)  # Lanczos vectors as rows
-    Q[:, 0] = v
-    alphas, betas = [], []
-    theta_prev = None
-    tiny = torch.finfo(dt).tiny
-    k = 0
-    for k in range(K):
-        w = torch.bmm(At, torch.bmm(A, v.unsqueeze(-1))).squeeze(-1)
-        alpha = (w * v).sum(-1)
-        Qk = Q[:, : k + 1]
-        for _ in range(2):  # full reorthogonalisation against the whole basis, twice for stability
-            w = w - torch.bmm(torch.bmm(w.unsqueeze(1), Qk.transpose(1, 2)), Qk).squeeze(1)
-        beta = w.norm(dim=-1)
-        alphas.append(alpha)
-        T = torch.diag_embed(torch.stack(alphas, -1).double())
-        if betas:
-            off = torch.stack(betas, -1).double()
-            T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-        theta = torch.linalg.eigvalsh(T)[:, -1].to(dt)
-        scale = theta.abs().clamp_min(tiny)
-        exhausted = beta <= 10 * torch.finfo(dt).eps * scale.sqrt()
-        if theta_prev is not None and bool((((theta - theta_prev).abs() <= tol * scale) | exhausted).all()):
-            break
-        if bool(exhausted.all()):
-            break
-        theta_prev = theta
-        betas.append(torch.where(exhausted, torch.zeros_like(beta), beta))
-        v = torch.where(exhausted.unsqueeze(-1), torch.zeros_like(w), w / beta.clamp_min(tiny).unsqueeze(-1))
-        Q[:, k + 1] = v
-    s = theta.clamp_min(0).sqrt()
-    return (s, k + 1) if return_iters else s
-
+# rescaling to the radius of Appendix C
 
 def rescale(Wp: torch.Tensor, tau0: float, **kw) -> torch.Tensor:
     """``Wp * tau0 / (sqrt(m) ||Wp||_2)``: the same direction with spectral norm exactly ``tau0 / sqrt(m)``
@@ -149,7 +93,7 @@ def rescale(Wp: torch.Tensor, tau0: float, **kw) -> torch.Tensor:
     if Wp.shape[1] != Wp.shape[2]:
         raise ValueError(f"Wp must hold square m x m matrices, got shape {tuple(Wp.shape)}")
     m = Wp.shape[1]
-    s = top_singular_value(Wp, **kw)
+    s = linalg.matrix_norm(Wp, **kw).to(Wp.dtype)
     if (s == 0).any():
         raise ValueError("Wp has an all-zero matrix: it has no direction to rescale")
     return Wp * (tau0 / math.sqrt(m) / s).view(-1, 1, 1)
@@ -166,8 +110,8 @@ def random_direction(params: Params, tau0: float, *, seed: int | None = None,
     """
     _check_params(params)
     tau0 = checks.positive_real("tau0", tau0)
-    gen = checks.generator(generator, seed)
-    G = checks.randn((params.ensemble, params.m, params.m), gen=gen, std=1.0, device=params.device,
+    gen = rng.generator(generator, seed)
+    G = rng.randn((params.ensemble, params.m, params.m), gen=gen, std=1.0, device=params.device,
                      dtype=params.dtype)
     return rescale(G, tau0)
 
@@ -232,40 +176,6 @@ def adversarial_rank_one(params: Params, x: torch.Tensor, tau0: float, *, sample
     return RankOne(Wp=y.unsqueeze(-1) * hhat.unsqueeze(-2), y=y, z=hhat, planned=count)
 
 
-def gd_direction(params: Params, data: SequenceData, tau0: float | None, *, eta: float, steps: int):
-    """``W' = W_T - W_0`` after ``steps`` of full gradient descent (:func:`rnnbook.train`) from ``params``.
-
-    Returns ``(Wp, tau_natural, history)``: ``tau_natural = sqrt(m) ||W_T - W_0||_2`` (E,) is the radius the
-    run actually reached; with ``tau0`` given, ``Wp`` is rescaled to ``||Wp||_2 = tau0 / sqrt(m)`` exactly (the
-    GD *direction* at the chapter's radius), with ``tau0=None`` it is returned as is.
-    """
-    _check_params(params)
-    if tau0 is not None:
-        tau0 = checks.positive_real("tau0", tau0)
-    steps = checks.positive_int("steps", steps)
-    hist = _train(params, data, eta=eta, steps=steps, record_every=steps)
-    delta = hist.params.W - params.W
-    tau_nat = math.sqrt(params.m) * top_singular_value(delta)
-    Wp = delta if tau0 is None else rescale(delta, tau0)
-    return Wp, tau_nat, hist
-
-
-def make_perturbation(kind: str, params: Params, data: SequenceData, tau0: float, *, seed: int = 0,
-                      eta: float | None = None, steps: int = 30, sample: int = 0, step: int = 1) -> torch.Tensor:
-    """One of :data:`KINDS` (``"random"``, ``"adversarial"``, ``"gd"``) with ``||W'||_2 = tau0 / sqrt(m)``.
-
-    ``eta`` for ``"gd"`` defaults to ``0.2 / (m n L)``; ``seed`` is used by ``"random"``.
-    """
-    checks.choice("kind", kind, KINDS)
-    if kind == "random":
-        return random_direction(params, tau0, seed=seed)
-    if kind == "adversarial":
-        return adversarial_rank_one(params, data.x, tau0, sample=sample, step=step).Wp
-    if eta is None:
-        eta = 0.2 / (params.m * data.n * data.L)
-    return gd_direction(params, data, tau0, eta=eta, steps=steps)[0]
-
-
 def sparse_rank_one(z: torch.Tensor, N: int, tau0: float, *, support: torch.Tensor | None = None,
                     signs: torch.Tensor | None = None, seed: int | None = None,
                     generator: torch.Generator | None = None) -> RankOne:
@@ -289,7 +199,7 @@ def sparse_rank_one(z: torch.Tensor, N: int, tau0: float, *, support: torch.Tens
     zhat = z / zn
     gen = None
     if support is None or signs is None:
-        gen = checks.generator(generator, seed)
+        gen = rng.generator(generator, seed)
     if support is None:
         support = torch.rand(E, m, generator=gen).argsort(dim=-1)[:, :N].to(z.device)
     else:
@@ -314,6 +224,85 @@ def sparse_rank_one(z: torch.Tensor, N: int, tau0: float, *, support: torch.Tens
     return RankOne(Wp=y.unsqueeze(-1) * zhat.unsqueeze(-2), y=y, z=zhat, planned=planned)
 
 
+
+def aimed_sparse_rank_one(params: Params, fw_tilde: Forward, N: int, tau0: float, *, sample: int = 0,
+                          step: int = 1) -> RankOne:
+    """A special rank-one perturbation of Lemmas C.10/C.11 aimed at sign flips (the book's choice of ``y``,
+    the form is the paper's): ``W' = y z^T`` with ``z = h~_{i,step} / ||h~_{i,step}||`` (at ``step = 1`` this is
+    the fresh direction ``v_{i,1}``, nothing precedes it) and ``y`` on the N coordinates of smallest
+    ``|g~_{i,step+1,k}|``, each ``+-tau0/sqrt(m)`` with the sign that pushes ``g~_k`` across zero.
+
+    It is built from ``W~`` and ``A`` only (through the forward pass), never from ``B``, as Lemma C.11 requires."""
+    _check_params(params)
+    _check_fw("fw_tilde", fw_tilde, params)
+    sample = checks.int_at_least("sample", sample, 0)
+    if sample >= fw_tilde.n:
+        raise ValueError(f"sample must be in [0, {fw_tilde.n}), got {sample}")
+    step = checks.int_at_least("step", step, 1)
+    if step >= fw_tilde.L:
+        raise ValueError(f"step must be in [1, L-1] = [1, {fw_tilde.L - 1}] (it aims at g at step+1), got {step}")
+    z = fw_tilde.h[:, sample, step]
+    g = fw_tilde.g[:, sample, step + 1]
+    N = checks.positive_int("N", N)
+    if N > params.m:
+        raise ValueError(f"N must be at most m={params.m}, got {N}")
+    support = g.abs().argsort(dim=-1)[:, :N]
+    signs = torch.where(g.gather(-1, support) >= 0, -1.0, 1.0).to(g.dtype)
+    return sparse_rank_one(z, N, tau0, support=support, signs=signs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a network and its perturbation
+
+@dataclass
+class Perturbed:
+    """The network at ``W~`` (``params``) and at ``W = W~ + W'`` on inputs ``x``: both forward passes.
+
+    Make it with :func:`perturbed`; every measurement of this module takes it."""
+
+    params: Params
+    Wp: torch.Tensor
+    x: torch.Tensor
+    fw_tilde: Forward
+    fw: Forward
+
+    @property
+    def W_tilde(self) -> torch.Tensor:
+        return self.params.W
+
+    @property
+    def W(self) -> torch.Tensor:
+        """The perturbed recurrent matrix ``W~ + W'``."""
+        return self.params.W + self.Wp
+
+    @property
+    def D_prime(self) -> torch.Tensor:
+        """``D' = D - D~`` (E, n, L+1, m), entries in {-1, 0, 1} (int8): the sign flips; position 0 is zero."""
+        return sign_flips(self.fw_tilde, self.fw)
+
+
+def perturbed(params: Params, Wp: torch.Tensor, x: torch.Tensor, *, fw_tilde: Forward | None = None) -> Perturbed:
+    """Run the network with ``W~ = params.W`` (unless ``fw_tilde``, its forward pass on ``x``, is given) and
+    with ``W~ + W'`` on ``x``."""
+    _check_params(params)
+    _check_Wp(params, Wp)
+    fw_t = forward(params, x) if fw_tilde is None else _check_fw("fw_tilde", fw_tilde, params)
+    if fw_t.L != x.shape[-2]:
+        raise ValueError(f"fw_tilde has L={fw_t.L} steps but x has {x.shape[-2]}")
+    return Perturbed(params=params, Wp=Wp, x=x, fw_tilde=fw_t, fw=forward(params.with_W(params.W + Wp), x))
+
+
+def _check_pert(pert) -> Perturbed:
+    if not isinstance(pert, Perturbed):
+        raise TypeError(f"pert must be an rnnbook.perturb.Perturbed (from perturb.perturbed), got {type(pert).__name__}")
+    return pert
+
+
+def sign_flips(fw_tilde: Forward, fw: Forward) -> torch.Tensor:
+    """``D' = D - D~`` (E, n, L+1, m) with entries in {-1, 0, 1} (as int8); position 0 is zero."""
+    return fw.D.to(torch.int8) - fw_tilde.D.to(torch.int8)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Lemma C.2: forward perturbation quantities
 
@@ -322,151 +311,98 @@ class PerturbationStats:
     """The quantities of Definition C.1 for every network, sample and step ``l = 1..L``: arrays (E, n, L).
 
     ``h_norm = ||h'_{i,l}||``, ``g_norm = ||g'_{i,l}||``, ``flips = ||D'_{i,l}||_0`` (sign flips),
-    ``Dg_norm = ||D'_{i,l} g_{i,l}||`` (g of the perturbed network); ``fw_tilde`` and ``fw`` are the two
-    forward passes (unperturbed and perturbed).
+    ``Dg_norm = ||D'_{i,l} g_{i,l}||`` (g of the perturbed network).
     """
 
     h_norm: torch.Tensor
     g_norm: torch.Tensor
     flips: torch.Tensor
     Dg_norm: torch.Tensor
-    fw_tilde: Forward
-    fw: Forward
 
     def max(self, field: str) -> torch.Tensor:
         """Max over samples and steps of one field: (E,), as in Lemma C.2's "for all i, l"."""
+        checks.choice("field", field, ("h_norm", "g_norm", "flips", "Dg_norm"))
         return getattr(self, field).flatten(1).amax(dim=1)
 
 
-def sign_flips(fw_tilde: Forward, fw: Forward) -> torch.Tensor:
-    """``D' = D - D~`` (E, n, L+1, m) with entries in {-1, 0, 1} (as int8); position 0 is zero."""
-    return fw.D.to(torch.int8) - fw_tilde.D.to(torch.int8)
-
-
-def perturbation_stats(params: Params, Wp: torch.Tensor, x: torch.Tensor,
-                       fw_tilde: Forward | None = None) -> PerturbationStats:
-    """Run the network with ``W~`` and with ``W~ + W'`` on ``x`` and return the quantities of Lemma C.2."""
-    _check_params(params)
-    _check_Wp(params, Wp)
-    fw_t = forward(params, x) if fw_tilde is None else _check_fw("fw_tilde", fw_tilde, params)
-    fw = forward(params.with_W(params.W + Wp), x)
+def perturbation_stats(pert: Perturbed) -> PerturbationStats:
+    """The quantities of Lemma C.2 for a network and its perturbation."""
+    _check_pert(pert)
+    fw_t, fw = pert.fw_tilde, pert.fw
     dh = (fw.h - fw_t.h)[:, :, 1:]
     dg = (fw.g - fw_t.g)[:, :, 1:]
-    Dp = sign_flips(fw_t, fw)[:, :, 1:]
-    flips = (Dp != 0).sum(dim=-1)
-    Dg = (Dp.to(params.dtype) * fw.g[:, :, 1:]).norm(dim=-1)
-    return PerturbationStats(h_norm=dh.norm(dim=-1), g_norm=dg.norm(dim=-1), flips=flips, Dg_norm=Dg,
-                             fw_tilde=fw_t, fw=fw)
+    Dp = pert.D_prime[:, :, 1:]
+    Dg = (Dp.to(fw.g.dtype) * fw.g[:, :, 1:]).norm(dim=-1)
+    return PerturbationStats(h_norm=dh.norm(dim=-1), g_norm=dg.norm(dim=-1), flips=(Dp != 0).sum(dim=-1), Dg_norm=Dg)
 
 
-def forward_coordinate_change(params: Params, Wp: torch.Tensor, fw_tilde: Forward, fw: Forward) -> torch.Tensor:
+def forward_coordinate_change(pert: Perturbed) -> torch.Tensor:
     """Lemma C.10's quantity ``max_{i,l,k} |((W~ + W') h'_{i,l})_k|`` (over l = 1..L-1), shape (E,).
 
     Note ``(W~+W') h'_{i,l} = g'_{i,l+1} - W' h~_{i,l}``: the change of the next pre-activation minus the
     direct effect of ``W'``; the lemma says it is coordinatewise ``O(m^{-2/3})``.
     """
-    _check_params(params)
-    _check_Wp(params, Wp)
-    _check_fw("fw_tilde", fw_tilde, params)
-    _check_fw("fw", fw, params)
-    dh = (fw.h_t - fw_tilde.h_t)[:, 1:-1]  # (E, L-1, n, m): h'_{l} for l = 1..L-1
+    _check_pert(pert)
+    dh = (pert.fw.h_by_step - pert.fw_tilde.h_by_step)[:, 1:-1]  # (E, L-1, n, m): h'_l for l = 1..L-1
     E, Lm1, n, m = dh.shape
-    out = torch.bmm(dh.reshape(E, Lm1 * n, m), (params.W + Wp).transpose(1, 2).contiguous())
+    out = torch.bmm(dh.reshape(E, Lm1 * n, m), pert.W.transpose(1, 2).contiguous())
     return out.abs().flatten(1).amax(dim=1)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Lemma C.7: intermediate products
 
-def _batched_product(W: torch.Tensor, D: torch.Tensor, l1: int, l2: int, transpose: bool):
-    """apply / apply_T of ``D_{l2} W ... D_{l1} W`` for every network and sample: rows (E*n, k, m)."""
-    E, n = D.shape[0], D.shape[1]
-    Dm = D.to(W.dtype)
-    WT = None if transpose else W.transpose(1, 2).contiguous()  # a transposed bmm is a slow path on CPU
+def product_norms(pert: Perturbed, l1: int, l2: int, *, tol: float = 1e-4, iters: int = 80) -> dict:
+    """Spectral norms of Lemma C.7 for the product ``P(l1, l2)``, maximised over samples; a dict of (E,) tensors.
 
-    def apply(V):
-        k, m = V.shape[1], V.shape[2]
-        X = V.reshape(E, n * k, m)
-        for l in range(l1, l2 + 1):
-            X = (torch.bmm(X, WT).reshape(E, n, k, m) * Dm[:, :, l].unsqueeze(2)).reshape(E, n * k, m)
-        return X.reshape(E * n, k, m)
-
-    def apply_T(U):
-        k, m = U.shape[1], U.shape[2]
-        X = U.reshape(E, n, k, m)
-        for l in range(l2, l1 - 1, -1):
-            X = torch.bmm((X * Dm[:, :, l].unsqueeze(2)).reshape(E, n * k, m), W).reshape(E, n, k, m)
-        return X.reshape(E * n, k, m)
-
-    return apply_T if transpose else apply
-
-
-def product_norms(params: Params, Wp: torch.Tensor, fw_tilde: Forward, fw: Forward, l1: int, l2: int, *,
-                  iters: int = 30, block: int = 4) -> dict:
-    """Spectral norms of Lemma C.7, maximised over samples; a dict of (E,) tensors.
-
-    ``"tilde"``: ``||D~_{l2} W~ ... D~_{l1} W~||``; ``"masks"``: ``||prod (D~+D') W~||`` (new masks, old W);
-    ``"full"``: ``||prod (D~+D')(W~+W')||``; ``"diff"``: ``||prod D W - prod D~ W~||``. Matrix-free block power
-    iteration (:func:`rnnbook.products.spectral_norm`), ``iters`` rounds.
+    ``"tilde"``: ``||prod D~ W~||``; ``"masks"``: ``||prod (D~+D') W~||`` (new masks, old W);
+    ``"full"``: ``||prod (D~+D')(W~+W')||``; ``"diff"``: ``||prod D W - prod D~ W~||``. Matrix-free Lanczos
+    (:mod:`rnnbook.linalg`) over all networks and samples at once.
     """
-    _check_params(params)
-    _check_Wp(params, Wp)
-    _check_fw("fw_tilde", fw_tilde, params)
-    _check_fw("fw", fw, params)
-    L = fw.L
-    if not (1 <= l1 <= l2 <= L):
-        raise ValueError(f"need 1 <= l1 <= l2 <= L={L}, got l1={l1}, l2={l2}")
-    E, n, m = params.ensemble, fw.n, params.m
-    Wt, W = params.W, params.W + Wp
-    Dt, D = fw_tilde.D, fw.D
-    ops = {"tilde": (Wt, Dt), "masks": (Wt, D), "full": (W, D)}
-    kw = dict(iters=iters, block=block, device=params.device, dtype=params.dtype)
-    out = {}
-    for name, (Wx, Dx) in ops.items():
-        s = products.spectral_norm(_batched_product(Wx, Dx, l1, l2, False), _batched_product(Wx, Dx, l1, l2, True),
-                                   (E * n, m), **kw)
-        out[name] = s.reshape(E, n).amax(dim=1)
-    a, aT = _batched_product(W, D, l1, l2, False), _batched_product(W, D, l1, l2, True)
-    b, bT = _batched_product(Wt, Dt, l1, l2, False), _batched_product(Wt, Dt, l1, l2, True)
-    s = products.spectral_norm(lambda V: a(V) - b(V), lambda U: aT(U) - bT(U), (E * n, m), **kw)
-    out["diff"] = s.reshape(E, n).amax(dim=1)
+    _check_pert(pert)
+    L = pert.fw.L
+    products._check_range(L, l1, l2)
+    Wt, W = pert.W_tilde, pert.W
+    Dt, D = pert.fw_tilde.D, pert.fw.D
+    E, n, m = pert.params.ensemble, pert.fw.n, pert.params.m
+    kw = dict(tol=tol, iters=iters)
+    out = {name: products.product_norm(Wx, Dx, l1, l2, **kw).amax(dim=1)
+           for name, (Wx, Dx) in {"tilde": (Wt, Dt), "masks": (Wt, D), "full": (W, D)}.items()}
+    D4, D4t = D, Dt
+
+    def apply(V, idx):
+        V4 = V.reshape(E, n, -1, m)
+        return (products.apply_product(W, D4, V4, l1, l2) - products.apply_product(Wt, D4t, V4, l1, l2)).reshape(E * n, -1, m)
+
+    def apply_T(U, idx):
+        U4 = U.reshape(E, n, -1, m)
+        return (products.apply_product_T(W, D4, U4, l1, l2) - products.apply_product_T(Wt, D4t, U4, l1, l2)).reshape(E * n, -1, m)
+
+    start = linalg.random_start((E * n, 1, m), seed=0, device=W.device, dtype=W.dtype)
+    out["diff"] = linalg.top_singular_values(apply, apply_T, start, **kw)[:, 0].reshape(E, n).amax(dim=1)
     return out
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Lemmas C.9 and C.11: backward operators
 
-def backward_row_vectors(a: torch.Tensor, B: torch.Tensor, W: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """``r_{i,l1,l2} = a^T B D_{i,l2} W D_{i,l2-1} W ... D_{i,l1} W`` for all ``1 <= l1 <= l2 <= L``.
-
-    ``a`` (E, d) (one vector per network, shared by the samples), ``B`` (E, d, m), ``W`` (E, m, m), masks ``D``
-    (E, n, L+1, m). Returns (E, n, L, L, m) indexed ``[e, i, l2-1, l1-1]``; entries with ``l1 > l2`` are zero.
-    Each ``l2`` is one backward sweep of masked vector-matrix products, so all spans cost ``L^2/2`` products.
-    """
-    E, n, Lp1, m = D.shape
-    L = Lp1 - 1
-    Dm = D.to(W.dtype)
-    aB = torch.bmm(a.unsqueeze(1), B).squeeze(1)  # (E, m)
-    out = torch.zeros(E, n, L, L, m, device=W.device, dtype=W.dtype)
-    for l2 in range(1, L + 1):
-        X = aB.unsqueeze(1).expand(E, n, m)
-        for l1 in range(l2, 0, -1):
-            X = torch.bmm(X * Dm[:, :, l1], W)
-            out[:, :, l2 - 1, l1 - 1] = X
-    return out
+#: The pairs of Lemma C.9, as (rows X, rows Y) of ``a^T B (prod X - prod Y)``: "tt" is (D~, W~), "Dt" (D, W~),
+#: "tW" (D~, W), "DW" (D, W); "full" is the whole change, bounded by (c) + (d).
+C9_PAIRS = {"a": ("tt", "Dt"), "b": ("Dt", "DW"), "c": ("tt", "tW"), "d": ("tW", "DW"), "full": ("tt", "DW")}
 
 
 @dataclass
 class BackwardChange:
-    """Changes of the backward rows ``a^T B prod D W`` (Lemma C.9) and of their coordinates (Lemma C.11).
+    """Changes of the backward rows ``a^T B P(l1, l2)`` (Lemma C.9) and of their coordinates (Lemma C.11).
 
     Every field is (E,), a maximum over samples i and spans ``1 <= l1 <= l2 <= L``:
     ``size``: ``||a^T B prod D~ W~||`` (the unperturbed size, ~ sqrt(m/d));
-    ``abs[v]`` for v in ``"a".."d"``: ``||a^T B (prod X - prod Y)||`` with (X, Y) the pair of Lemma C.9(v):
-    (a) ``D~W~`` vs ``DW~``, (b) ``DW~`` vs ``DW``, (c) ``D~W~`` vs ``D~W``, (d) ``D~W~`` vs ``DW``;
+    ``abs[v]`` for v in ``"a".."d"``: ``||a^T B (prod X - prod Y)||`` for the pair (X, Y) of Lemma C.9(v) --
+    (a) ``D~W~`` vs ``DW~``, (b) ``DW~`` vs ``DW``, (c) ``D~W~`` vs ``D~W``, (d) ``D~W`` vs ``DW`` -- and
+    ``abs["full"]`` for ``D~W~`` vs ``DW``, the whole change, which the triangle inequality bounds by (c) + (d);
     ``rel[v]``: the same change divided by ``||a^T B prod D~ W~||`` for the same (i, l1, l2);
-    ``coord["a"]``, ``coord["b"]``: ``max_k`` of the coordinatewise change ``|(a^T B prod ... e_k)|`` for
-    the pairs of Lemma C.11 (a) ``D W~`` vs ``D~ W~`` and (b) ``D W`` vs ``D W~``.
+    ``coord["a"]``, ``coord["b"]``: ``max_k`` of the coordinatewise change ``|(a^T B prod ... e_k)|`` for the
+    pairs of Lemma C.11 (a) ``D W~`` vs ``D~ W~`` and (b) ``D W`` vs ``D W~``.
     """
 
     size: torch.Tensor
@@ -475,28 +411,25 @@ class BackwardChange:
     coord: dict
 
 
-def backward_change(params: Params, Wp: torch.Tensor, fw_tilde: Forward, fw: Forward, a: torch.Tensor) -> BackwardChange:
+def backward_change(pert: Perturbed, a: torch.Tensor) -> BackwardChange:
     """Measure Lemma C.9 (and C.11) for unit vectors ``a`` ((d,) or (E, d); normalised here)."""
-    _check_params(params)
-    _check_Wp(params, Wp)
-    _check_fw("fw_tilde", fw_tilde, params)
-    _check_fw("fw", fw, params)
-    a = _unit_rows("a", a, params.ensemble, params.d, params.A)
-    Wt, W = params.W, params.W + Wp
-    Dt, D = fw_tilde.D, fw.D
-    r = {"tt": backward_row_vectors(a, params.B, Wt, Dt), "Dt": backward_row_vectors(a, params.B, Wt, D),
-         "tW": backward_row_vectors(a, params.B, W, Dt), "DW": backward_row_vectors(a, params.B, W, D)}
-    L = fw.L
-    valid = torch.ones(L, L, dtype=torch.bool, device=params.device).tril()  # l1 <= l2
+    _check_pert(pert)
+    p = pert.params
+    a = _unit_rows("a", a, p.ensemble, p.d, p.A)
+    Wt, W = pert.W_tilde, pert.W
+    Dt, D = pert.fw_tilde.D, pert.fw.D
+    r = {"tt": products.backward_rows(a, p.B, Wt, Dt), "Dt": products.backward_rows(a, p.B, Wt, D),
+         "tW": products.backward_rows(a, p.B, W, Dt), "DW": products.backward_rows(a, p.B, W, D)}
+    L = pert.fw.L
+    valid = torch.ones(L, L, dtype=torch.bool, device=p.device).triu()  # [l1 - 1, l2 - 1] with l1 <= l2
     size = r["tt"].norm(dim=-1)  # (E, n, L, L)
 
     def vmax(t):
         return t.masked_fill(~valid, -math.inf).flatten(1).amax(dim=1)
 
-    pairs = {"a": ("tt", "Dt"), "b": ("Dt", "DW"), "c": ("tt", "tW"), "d": ("tt", "DW")}
     abs_, rel = {}, {}
-    for v, (p, q) in pairs.items():
-        diff = (r[p] - r[q]).norm(dim=-1)
+    for v, (x, y) in C9_PAIRS.items():
+        diff = (r[x] - r[y]).norm(dim=-1)
         abs_[v] = vmax(diff)
         rel[v] = vmax(diff / size.clamp_min(torch.finfo(size.dtype).tiny))
     coord = {"a": vmax((r["Dt"] - r["tt"]).abs().amax(dim=-1)), "b": vmax((r["DW"] - r["Dt"]).abs().amax(dim=-1))}

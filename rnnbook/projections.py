@@ -38,7 +38,7 @@ WORK_DTYPE = torch.float64
 
 def _hidden(h) -> torch.Tensor:
     """Accept a :class:`rnnbook.model.Forward` or a tensor ``(E, n, L+1, m)`` whose position 0 is ``h_0 = 0``."""
-    if hasattr(h, "h_t") and hasattr(h, "h"):
+    if hasattr(h, "h_by_step") and hasattr(h, "h"):
         h = h.h
     checks.tensor("h", h, ndim=4, finite=True)
     E, n, Lp1, m = h.shape

@@ -81,6 +81,21 @@ def loglog_slope(x, samples, *, n_boot: int = 200, seed: int = 0) -> SlopeFit:
     return SlopeFit(slope, float(boots.std(ddof=1)), intercept)
 
 
+def loglog_slope_or_none(x, samples, **kw) -> SlopeFit | None:
+    """:func:`loglog_slope` on the x values where every seed's sample is positive (counts such as sign flips
+    can be 0 at small sizes); ``None`` when fewer than two such values remain. ``samples``: (S, K)."""
+    x = _as_numpy(x).ravel()
+    y = _as_numpy(samples)
+    if y.ndim == 1:
+        y = y[None, :]
+    if y.ndim != 2 or y.shape[1] != x.size:
+        raise ValueError(f"samples must have shape (seeds, {x.size}) or ({x.size},), got {y.shape}")
+    keep = (y > 0).all(axis=0) & np.isfinite(y).all(axis=0)
+    if keep.sum() < 2:
+        return None
+    return loglog_slope(x[keep], y[:, keep], **kw)
+
+
 def median_band(samples, q: float = 0.1, dim: int = 0):
     """``(median, lower, upper)`` over ``dim``, with ``q`` and ``1 - q`` quantiles as the band (numpy)."""
     q = checks.real_in("q", q, 0.0, 0.5, high_open=True)

@@ -83,7 +83,7 @@ def test_gradient_matches_autograd(activation, tied):
     p = rb.init_params(24, 5, 2, ensemble=3, seed=6, activation=activation, untied_steps=None if tied else L,
                        device="cpu", dtype=torch.float64)
     data = rb.make_data(4, L, 5, 2, 0.2, seed=7, device="cpu", dtype=torch.float64)
-    f, grad, _, _ = rb.gradient(p, data.x, data.y)
+    r = rb.gradient(p, data.x, data.y); f, grad = r.f, r.grad
     W = p.W.clone().requires_grad_(True)
     f_auto = rb.objective(p, rb.forward(p.with_W(W), data.x), data.y)
     (g_auto,) = torch.autograd.grad(f_auto.sum(), W)
@@ -94,7 +94,7 @@ def test_gradient_matches_autograd(activation, tied):
 def test_gradient_matches_finite_differences():
     p = rb.init_params(16, 4, 2, seed=8, device="cpu", dtype=torch.float64)
     data = rb.make_data(3, 5, 4, 2, 0.2, seed=9, device="cpu", dtype=torch.float64)
-    _, grad, _, _ = rb.gradient(p, data.x, data.y)
+    grad = rb.gradient(p, data.x, data.y).grad
     gen = torch.Generator().manual_seed(0)
     eps = 1e-6
     for _ in range(4):
@@ -141,9 +141,9 @@ def test_fake_gradient_is_linear_in_the_loss_vectors():
 def test_ensemble_equals_separate_networks():
     p = rb.init_params(24, 5, 2, ensemble=4, seed=14, device="cpu", dtype=torch.float64)
     data = rb.make_data(3, 6, 5, 2, 0.2, seed=15, device="cpu", dtype=torch.float64)
-    f, grad, fw, _ = rb.gradient(p, data.x, data.y)
+    r = rb.gradient(p, data.x, data.y); f, grad, fw = r.f, r.grad, r.fw
     for e in range(4):
-        fe, ge, fwe, _ = rb.gradient(p.member(e), data.x, data.y)
+        re = rb.gradient(p.member(e), data.x, data.y); fe, ge, fwe = re.f, re.grad, re.fw
         torch.testing.assert_close(fe[0], f[e])
         torch.testing.assert_close(ge[0], grad[e])
         torch.testing.assert_close(fwe.h[0], fw.h[e])
@@ -213,7 +213,59 @@ def test_default_device_follows_environment(monkeypatch):
 def test_cuda_matches_cpu():
     p = rb.init_params(64, 6, 2, ensemble=2, seed=3, device="cpu", dtype=torch.float64)
     data = rb.make_data(4, 6, 6, 2, 0.2, seed=4, device="cpu", dtype=torch.float64)
-    f, g, _, _ = rb.gradient(p, data.x, data.y)
-    fc, gc, _, _ = rb.gradient(p.to("cuda"), data.x.cuda(), data.y.cuda())
+    r = rb.gradient(p, data.x, data.y); f, g = r.f, r.grad
+    rc = rb.gradient(p.to("cuda"), data.x.cuda(), data.y.cuda()); fc, gc = rc.f, rc.grad
     torch.testing.assert_close(fc.cpu(), f)
     torch.testing.assert_close(gc.cpu(), g)
+
+
+@pytest.mark.parametrize("step,gram", [("onednn_packed", "onednn"), ("onednn", "mm"), ("mm", "mm")])
+@pytest.mark.parametrize("layout", ["batched", "per_network"])
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("E", [1, 3])
+def test_float32_fast_loops_match_autograd_on_every_kernel(act, E, layout, step, gram):
+    """Every kernel the measurement in rnnbook._gemm can choose (oneDNN packed or plain, torch.mm; an
+    ensemble batched or one network after another) against the reference recurrence with autograd, and
+    against float64."""
+    from rnnbook import _gemm
+    if step != "mm" and not _gemm.onednn_works():
+        pytest.skip("oneDNN's linear kernels are not available in this torch build")
+    L = 6
+    p = rb.init_params(48, 5, 2, ensemble=E, seed=12, activation=act, device="cpu", dtype=torch.float32)
+    data = rb.make_data(4, L, 5, 2, 0.2, seed=13, device="cpu", dtype=torch.float32)
+    with _gemm.forced(step=step, gram=gram, layout=layout):
+        r = rb.gradient(p, data.x, data.y)
+        edge = [rb.gradient(p, data.x[:, :l], data.y[:, :l]).grad for l in (1, 2)]
+    W = p.W.clone().requires_grad_(True)
+    fw_a = rb.forward(p.with_W(W), data.x)  # reference recurrence (autograd is recording)
+    (g_a,) = torch.autograd.grad(rb.objective(p, fw_a, data.y).sum(), W)
+    torch.testing.assert_close(r.fw.h, fw_a.h.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(r.grad, g_a, rtol=1e-4, atol=1e-5)
+    p64, d64 = p.to(dtype=torch.float64), data.to(dtype=torch.float64)
+    g64 = rb.gradient(p64, d64.x, d64.y).grad
+    assert ((r.grad.double() - g64).norm() / g64.norm()).item() < 1e-5
+    for l, gl in zip((1, 2), edge):  # L = 1 and 2: no step product, an empty weight-gradient GEMM
+        W2 = p.W.clone().requires_grad_(True)
+        (gla,) = torch.autograd.grad(rb.objective(p, rb.forward(p.with_W(W2), data.x[:, :l]), data.y[:, :l]).sum(), W2)
+        torch.testing.assert_close(gl, gla, rtol=1e-4, atol=1e-5)
+
+
+def test_kernel_choice_is_measured_and_cached(tmp_path, monkeypatch):
+    """The first call measures and writes the choice to the cache file; a new process state reads it back."""
+    from rnnbook import _gemm
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("RNNBOOK_GEMM_CACHE", "1")
+    monkeypatch.setattr(_gemm, "_state", {})
+    W = torch.randn(64, 64)
+    mode = _gemm.step_mode(W, 8)
+    assert mode in (_gemm.STEP_MODES if _gemm.onednn_works() else ("mm",))
+    lay = _gemm.layout(torch.randn(3, 64, 64), 8)
+    assert lay in _gemm.LAYOUTS
+    files = list((tmp_path / "rnnbook").glob("gemm-*.json"))
+    assert len(files) == 1 and "layout:m64:r8" in files[0].read_text()
+    monkeypatch.setattr(_gemm, "_state", {"works": _gemm.onednn_works()})
+    monkeypatch.setattr(_gemm, "_measure_layout", lambda m, r: pytest.fail("measured again despite the cache"))
+    assert _gemm.layout(torch.randn(3, 64, 64), 8) == lay
+    with pytest.raises(ValueError, match="forced"):
+        with _gemm.forced(step="fastest"):
+            pass

@@ -41,30 +41,22 @@ def recount(p, Wp, x, e):
     return hn, gn, fl, dg
 
 
-def test_top_singular_value_matches_svd():
-    g = torch.Generator().manual_seed(0)
-    M = torch.randn(3, 60, 60, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(pt.top_singular_value(M), exact_norm(M), rtol=1e-9, atol=0)
-    low = torch.randn(2, 50, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 2, 40, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(pt.top_singular_value(low), exact_norm(low), rtol=1e-9, atol=0)
-
-
 @pytest.mark.parametrize("kind", pt.KINDS)
 def test_norm_budget_is_exact(net, kind):
     p, data = net
     for tau0 in (0.3, 2.0):
-        Wp = pt.make_perturbation(kind, p, data, tau0, seed=4, steps=5)
+        Wp = rb.training.perturbations(p, data, tau0, seed=4, gd_steps=5, kinds=(kind,))[kind]
         assert Wp.shape == p.W.shape
         torch.testing.assert_close(exact_norm(Wp), torch.full((3,), tau0 / math.sqrt(p.m), **F64), rtol=1e-8, atol=0)
 
 
 def test_gd_direction_is_the_training_displacement(net):
     p, data = net
-    eta = 0.2 / (p.m * data.n * data.L)
-    raw, tau_nat, hist = pt.gd_direction(p, data, None, eta=eta, steps=4)
+    eta = rb.paper.book_step_size(p.m, data.n, data.L)
+    raw, tau_nat, hist = rb.training.gd_direction(p, data, None, eta=eta, steps=4)
     torch.testing.assert_close(raw, hist.params.W - p.W)
     torch.testing.assert_close(tau_nat, math.sqrt(p.m) * exact_norm(raw), rtol=1e-9, atol=0)
-    scaled, _, _ = pt.gd_direction(p, data, 1.5, eta=eta, steps=4)
+    scaled, _, _ = rb.training.gd_direction(p, data, 1.5, eta=eta, steps=4)
     cos = (scaled * raw).sum((1, 2)) / (scaled.norm(dim=(1, 2)) * raw.norm(dim=(1, 2)))
     torch.testing.assert_close(cos, torch.ones(3, **F64))
 
@@ -76,7 +68,7 @@ def test_adversarial_is_rank_one_and_flips_what_it_plans(net):
     assert (torch.linalg.matrix_rank(r.Wp) == 1).all()
     torch.testing.assert_close(r.z.norm(dim=1), torch.ones(3, **F64))
     torch.testing.assert_close(r.y.norm(dim=1), torch.full((3,), 1 / math.sqrt(p.m), **F64))
-    st = pt.perturbation_stats(p, r.Wp, data.x)
+    st = pt.perturbation_stats(pt.perturbed(p, r.Wp, data.x))
     # step 1 does not depend on W, so every planned flip at g_{i,2} happens, and nothing else moves there
     assert torch.equal(st.flips[:, 1, 1], r.planned)
     assert (st.flips[:, :, 0] == 0).all()
@@ -88,7 +80,8 @@ def test_adversarial_is_rank_one_and_flips_what_it_plans(net):
 def test_stats_match_a_direct_recount(net):
     p, data = net
     for Wp in (pt.random_direction(p, 3.0, seed=2), pt.adversarial_rank_one(p, data.x, 2.0).Wp):
-        st = pt.perturbation_stats(p, Wp, data.x)
+        pert = pt.perturbed(p, Wp, data.x)
+        st = pt.perturbation_stats(pert)
         for e in range(p.ensemble):
             hn, gn, fl, dg = recount(p, Wp, data.x, e)
             torch.testing.assert_close(st.h_norm[e], hn)
@@ -97,8 +90,21 @@ def test_stats_match_a_direct_recount(net):
             torch.testing.assert_close(st.Dg_norm[e], dg)
         assert (st.flips.sum() > 0)
         torch.testing.assert_close(st.max("flips"), st.flips.flatten(1).amax(1))
-        D = pt.sign_flips(st.fw_tilde, st.fw)
-        assert set(D.unique().tolist()) <= {-1, 0, 1}
+        assert set(pert.D_prime.unique().tolist()) <= {-1, 0, 1}
+        torch.testing.assert_close(pert.W, p.W + Wp)
+
+
+def test_aimed_sparse_rank_one_targets_the_smallest_preactivations(net):
+    p, data = net
+    fw = rb.forward(p, data.x)
+    r = pt.aimed_sparse_rank_one(p, fw, 4, 1.0, sample=1, step=2)
+    g = fw.g[:, 1, 3]
+    for e in range(p.ensemble):
+        support = torch.nonzero(r.y[e]).flatten()
+        smallest = g[e].abs().argsort()[:4]
+        assert set(support.tolist()) == set(smallest.tolist())
+        assert (torch.sign(r.y[e, support]) == -torch.sign(g[e, support])).all()  # pushes each across zero
+    torch.testing.assert_close(r.z, fw.h[:, 1, 2] / fw.h[:, 1, 2].norm(dim=1, keepdim=True))
 
 
 def test_sparse_rank_one_structure():
@@ -118,10 +124,10 @@ def test_sparse_rank_one_structure():
 def test_forward_coordinate_change_explicit(net):
     p, data = net
     Wp = pt.random_direction(p, 1.0, seed=5)
-    st = pt.perturbation_stats(p, Wp, data.x)
-    got = pt.forward_coordinate_change(p, Wp, st.fw_tilde, st.fw)
+    pert = pt.perturbed(p, Wp, data.x)
+    got = pt.forward_coordinate_change(pert)
     for e in range(p.ensemble):
-        dh = st.fw.h[e, :, 1:-1] - st.fw_tilde.h[e, :, 1:-1]  # (n, L-1, m)
+        dh = pert.fw.h[e, :, 1:-1] - pert.fw_tilde.h[e, :, 1:-1]  # (n, L-1, m)
         want = (dh @ (p.W[e] + Wp[e]).T).abs().max()
         torch.testing.assert_close(got[e], want)
 
@@ -129,31 +135,35 @@ def test_forward_coordinate_change_explicit(net):
 def test_backward_rows_match_products(net):
     p, data = net
     Wp = pt.adversarial_rank_one(p, data.x, 3.0).Wp
-    st = pt.perturbation_stats(p, Wp, data.x)
+    pert = pt.perturbed(p, Wp, data.x)
     a = torch.nn.functional.normalize(torch.randn(p.ensemble, p.d, generator=torch.Generator().manual_seed(1),
                                                   dtype=torch.float64), dim=1)
-    W = p.W + Wp
-    r = pt.backward_row_vectors(a, p.B, W, st.fw.D)
+    W = pert.W
+    r = products.backward_rows(a, p.B, W, pert.fw.D)                    # [e, i, l1 - 1, l2 - 1]
     L = data.L
     for i in range(data.n):
         for l2 in range(1, L + 1):
             for l1 in range(1, l2 + 1):
-                Back = products.backward_rows(p.B, W, st.fw.D[:, i], l1 - 1, l2)
-                torch.testing.assert_close(r[:, i, l2 - 1, l1 - 1], torch.bmm(a[:, None], Back)[:, 0])
-    ch = pt.backward_change(p, Wp, st.fw_tilde, st.fw, a)
-    rt = pt.backward_row_vectors(a, p.B, p.W, st.fw_tilde.D)
-    mask = torch.ones(L, L, dtype=torch.bool).tril()
-    want = (r - rt).norm(dim=-1)[:, :, mask].flatten(1).amax(1)
-    torch.testing.assert_close(ch.abs["d"], want)
-    torch.testing.assert_close(ch.size, rt.norm(dim=-1)[:, :, mask].flatten(1).amax(1))
-    assert (ch.rel["d"] > 0).all() and (ch.coord["a"] >= 0).all()
+                Back = products.back(p.B, W, pert.fw.D[:, i], l1 - 1, l2)  # a^T B P(l1, l2) = a^T Back_{l1-1 -> l2}
+                torch.testing.assert_close(r[:, i, l1 - 1, l2 - 1], torch.bmm(a[:, None], Back)[:, 0])
+    ch = pt.backward_change(pert, a)
+    rows = {"tt": products.backward_rows(a, p.B, p.W, pert.fw_tilde.D), "DW": r,
+            "Dt": products.backward_rows(a, p.B, p.W, pert.fw.D), "tW": products.backward_rows(a, p.B, W, pert.fw_tilde.D)}
+    mask = torch.ones(L, L, dtype=torch.bool).triu()
+    vmax = lambda t: t[:, :, mask].flatten(1).amax(1)
+    for part, (x, y) in {"a": ("tt", "Dt"), "b": ("Dt", "DW"), "c": ("tt", "tW"), "d": ("tW", "DW"),
+                         "full": ("tt", "DW")}.items():  # Lemma C.9 (a)-(d) and the whole change
+        torch.testing.assert_close(ch.abs[part], vmax((rows[x] - rows[y]).norm(dim=-1)))
+    assert (ch.abs["full"] <= ch.abs["c"] + ch.abs["d"] + 1e-12).all()  # the triangle inequality of C.9
+    torch.testing.assert_close(ch.size, vmax(rows["tt"].norm(dim=-1)))
+    assert (ch.rel["full"] > 0).all() and (ch.coord["a"] >= 0).all()
 
 
 def test_product_norms_match_explicit(net):
     p, data = net
     Wp = pt.random_direction(p, 5.0, seed=7)
-    st = pt.perturbation_stats(p, Wp, data.x)
-    got = pt.product_norms(p, Wp, st.fw_tilde, st.fw, 2, 5, iters=80)
+    st = pt.perturbed(p, Wp, data.x)
+    got = pt.product_norms(st, 2, 5, tol=1e-10)
     W = p.W + Wp
     for e in range(p.ensemble):
         Pt = [products.product_matrix(p.W, st.fw_tilde.D[:, i], 2, 5)[e] for i in range(data.n)]
@@ -172,9 +182,11 @@ def test_bad_input_is_rejected(net):
     with pytest.raises(TypeError, match="tau0"):
         pt.rescale(p.W, float("nan"))
     with pytest.raises(ValueError, match="Wp"):
-        pt.perturbation_stats(p, torch.zeros(3, p.m, p.m + 1, **F64), data.x)
+        pt.perturbed(p, torch.zeros(3, p.m, p.m + 1, **F64), data.x)
     with pytest.raises(ValueError, match="Wp"):
-        pt.perturbation_stats(p, torch.zeros(2, p.m, p.m, **F64), data.x)
+        pt.perturbed(p, torch.zeros(2, p.m, p.m, **F64), data.x)
+    with pytest.raises(TypeError, match="pert must be"):
+        pt.perturbation_stats(p)
     with pytest.raises(ValueError, match="N must be at most"):
         pt.sparse_rank_one(torch.ones(2, 10, dtype=torch.float64), 11, 1.0, seed=0)
     with pytest.raises(ValueError, match="N"):
@@ -190,13 +202,15 @@ def test_bad_input_is_rejected(net):
     with pytest.raises(ValueError, match="step"):
         pt.adversarial_rank_one(p, data.x, 1.0, step=data.L)
     with pytest.raises(ValueError, match="kind"):
-        pt.make_perturbation("worst", p, data, 1.0)
+        rb.training.perturbations(p, data, 1.0, seed=0, gd_steps=1, kinds=("worst",))
     with pytest.raises(ValueError, match="zero matrix"):
         pt.rescale(torch.zeros(1, 4, 4, dtype=torch.float64), 1.0)
-    st = pt.perturbation_stats(p, pt.random_direction(p, 1.0, seed=0), data.x)
+    st = pt.perturbed(p, pt.random_direction(p, 1.0, seed=0), data.x)
     with pytest.raises(ValueError, match="a must have shape"):
-        pt.backward_change(p, torch.zeros_like(p.W), st.fw_tilde, st.fw, torch.ones(p.d + 1, **F64))
+        pt.backward_change(st, torch.ones(p.d + 1, **F64))
     with pytest.raises(ValueError, match="l1 <= l2"):
-        pt.product_norms(p, torch.zeros_like(p.W), st.fw_tilde, st.fw, 4, 2)
+        pt.product_norms(st, 4, 2)
+    with pytest.raises(ValueError, match="N must be at most"):
+        pt.aimed_sparse_rank_one(p, st.fw_tilde, p.m + 1, 1.0)
     with pytest.raises(ValueError, match="weight-tied ReLU"):
         pt.random_direction(rb.init_params(8, 3, 2, seed=0, activation="tanh", **F64), 1.0, seed=0)

@@ -40,21 +40,49 @@ def test_spectral_norm_matches_svd(net):
         torch.testing.assert_close(est, exact, rtol=1e-6, atol=0)
 
 
-def test_backward_rows(net):
+def test_back_follows_fact_2_5(net):
+    """Back_{l->a} = B D_a W ... D_{l+1} W, for one sample (3-D masks) and for every sample (4-D masks)."""
     p, fw = net
     D = fw.D[:, 0]
-    Back = products.backward_rows(p.B, p.W, D, 2, 5)
+    Back = products.back(p.B, p.W, D, 2, 5)
     for e in range(2):
         torch.testing.assert_close(Back[e], p.B[e] @ explicit(p, fw, e, 0, 3, 5))
-    torch.testing.assert_close(products.backward_rows(p.B, p.W, D, 3, 3), p.B)
+    torch.testing.assert_close(products.back(p.B, p.W, D, 3, 3), p.B)
+    all_samples = products.back(p.B, p.W, fw.D, 2, 5)
+    assert all_samples.shape == (2, 2, 3, p.m)
+    for i in range(2):
+        torch.testing.assert_close(all_samples[:, i], products.back(p.B, p.W, fw.D[:, i], 2, 5))
+    with pytest.raises(ValueError, match="0 <= l <= a"):
+        products.back(p.B, p.W, D, 4, 3)
+
+
+def test_four_dimensional_masks_are_every_sample_at_once(net):
+    p, fw = net
+    V = torch.randn(2, 2, 3, p.m, dtype=torch.float64)
+    both = products.apply_product(p.W, fw.D, V, 2, 5)
+    bothT = products.apply_product_T(p.W, fw.D, V, 2, 5)
+    for i in range(2):
+        torch.testing.assert_close(both[:, i], products.apply_product(p.W, fw.D[:, i], V[:, i], 2, 5))
+        torch.testing.assert_close(bothT[:, i], products.apply_product_T(p.W, fw.D[:, i], V[:, i], 2, 5))
+    N4 = products.all_product_norms(p.W, fw.D, tol=1e-9)
+    assert N4.shape == (2, 2, 6, 6)
+    for i in range(2):
+        torch.testing.assert_close(N4[:, i], products.all_product_norms(p.W, fw.D[:, i], tol=1e-9), rtol=1e-5, atol=0, equal_nan=True)
+    torch.testing.assert_close(products.product_norm(p.W, fw.D, 1, 6, tol=1e-9),
+                               torch.stack([products.product_norm(p.W, fw.D[:, i], 1, 6, tol=1e-9) for i in range(2)], 1),
+                               rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="V must have shape"):
+        products.apply_product(p.W, fw.D, V[:, :1], 1, 2)
 
 
 def test_bad_spans_are_rejected(net):
     p, fw = net
     with pytest.raises(ValueError, match="l1 <= l2"):
         products.apply_product(p.W, fw.D[:, 0], torch.zeros(2, 1, p.m, dtype=torch.float64), 4, 2)
-    with pytest.raises(ValueError, match="D must have shape"):
+    with pytest.raises(ValueError, match="V must have 4 dimensions"):
         products.apply_product(p.W, fw.D, torch.zeros(2, 1, p.m, dtype=torch.float64), 1, 2)
+    with pytest.raises(ValueError, match="D must have shape"):
+        products.apply_product(p.W, fw.D[:, 0, :, :5], torch.zeros(2, 1, p.m, dtype=torch.float64), 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,8 +206,12 @@ def test_backward_quantities(net):
     D = fw.D[:, 0]
     P = products.product_matrix(p.W, D, 2, 5)
     BP = p.B @ P
-    torch.testing.assert_close(products.backward_matrix(p.B, p.W, D, 2, 5), BP)
-    torch.testing.assert_close(products.backward_matrix(p.B, p.W, D, 2, 5), products.backward_rows(p.B, p.W, D, 1, 5))
+    torch.testing.assert_close(products.backward_product(p.B, p.W, D, 2, 5), BP)
+    torch.testing.assert_close(products.backward_product(p.B, p.W, D, 2, 5), products.back(p.B, p.W, D, 1, 5))
+    rows = products.backward_rows(torch.tensor([0.6, -0.8, 0.0], dtype=torch.float64), p.B, p.W, D)
+    assert rows.shape == (2, 6, 6, p.m)  # [e, l1 - 1, l2 - 1]
+    torch.testing.assert_close(rows[:, 1, 4], torch.einsum("d,edm->em", torch.tensor([0.6, -0.8, 0.0], dtype=torch.float64), BP))
+    assert (rows[:, 4, 1] == 0).all()
     torch.testing.assert_close(products.backward_column_norms(p.B, p.W, D, 2, 5), BP.norm(dim=1))
     a = torch.tensor([0.6, -0.8, 0.0], dtype=torch.float64)
     torch.testing.assert_close(products.backward_entries(p.B, p.W, D, 2, 5, a), torch.einsum("d,edm->em", a, BP))
@@ -195,7 +227,7 @@ def test_all_product_norms_rejects_bad_input(net):
     with pytest.raises(TypeError, match="iters"):
         products.all_product_norms(p.W, fw.D[:, 0], iters=2.5)
     with pytest.raises(ValueError, match="D must have shape"):
-        products.all_product_norms(p.W, fw.D)
+        products.all_product_norms(p.W, fw.D[:, 0, :, :5])
     with pytest.raises(ValueError, match="untied W"):
         products.all_product_norms(p.W[:, None].expand(-1, 2, -1, -1), fw.D[:, 0])
 

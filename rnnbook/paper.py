@@ -1,0 +1,238 @@
+"""The paper's parameters and bounds, each a named function with its arXiv v4 number, in one place.
+
+Every constant of Allen-Zhu, Li and Song (arXiv 1810.12065 v4) that a chapter, a test or another module
+uses is computed here, so that prose, code and tests cannot disagree about, say, rho^44 or the threshold of
+Lemma B.9. Hidden constants (the ``O(.)`` and ``Omega(.)`` of the statements) are set to 1: these functions
+give the *shape* of each bound, which is what the book compares its measurements with; where the paper
+states a number (the 10^6 of Lemma B.6, the 1/64 of Lemma D.2, ...) it is used as stated.
+
+Notation (Section 2.1): ``rho = n L d log m`` and ``varrho = n L d delta^{-1} log(m / eps)``.
+Logarithms are natural. The paper's theorems need ``m >= C varrho^C`` for an absolute constant ``C`` that it
+never states, so no function here pretends to give the width a theorem needs.
+
+At the end, clearly separated, is the one number that is **the book's choice and not the paper's**: the
+step size the experiments actually use (:func:`book_step_size`).
+"""
+from __future__ import annotations
+
+import math
+
+from . import checks
+
+__all__ = [
+    "rho", "varrho", "b3_upper", "b3_g_upper", "b3_lower", "b6_threshold", "b9_delta_max", "b9_alpha", "c2_flip_bound",
+    "c2_forward_bound", "c2_probability_exponent", "beta_plus", "beta_minus", "d2_fraction", "d7_threshold",
+    "d7_fraction", "thm5_lower", "thm3_radius", "thm3_lower", "thm3_upper", "thm3_upper_per_sample",
+    "thm4_linear", "thm4_quadratic", "thm1_step_size", "thm1_iterations", "thm1_contraction", "thm2_step_size",
+    "thm2_iterations", "thm2_growth", "gd_ball_radius", "initial_loss_bound",
+    "BOOK_STEP_C", "book_step_size",
+]
+
+
+def _pos(name, v):
+    return checks.positive_real(name, v)
+
+
+def _size(name, v):
+    return checks.positive_int(name, v)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Section 2.1: the shorthands
+
+def rho(n: int, L: int, d: int, m: int) -> float:
+    """``rho = n L d log m`` (Section 2.1)."""
+    return _size("n", n) * _size("L", L) * _size("d", d) * math.log(_size("m", m))
+
+
+def varrho(n: int, L: int, d: int, delta: float, m: int, eps: float) -> float:
+    """``varrho = n L d delta^{-1} log(m / eps)`` (Section 2.1; Lemmas C.7 and C.9 print ``n L d log m``,
+    a typo)."""
+    delta = checks.real_in("delta", delta, 0.0, 1.0, low_open=True)
+    eps = checks.real_in("eps", eps, 0.0, 1.0, low_open=True)
+    return _size("n", n) * _size("L", L) * _size("d", d) / delta * math.log(_size("m", m) / eps)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Appendix B: at random initialisation
+
+def b3_upper(l: int) -> float:
+    """Lemma B.3: ``||h_{i,l+1}|| <= 2 l + 4`` (and ``||g_{i,l+1}|| <= 4 l + 8``) for ``l = 0..L-1``."""
+    return 2.0 * checks.int_at_least("l", l, 0) + 4.0
+
+
+def b3_g_upper(l: int) -> float:
+    """Lemma B.3: ``||g_{i,l+1}|| <= 4 l + 8`` for ``l = 0..L-1``."""
+    return 4.0 * checks.int_at_least("l", l, 0) + 8.0
+
+
+def b3_lower(l: int, L: int) -> float:
+    """Lemma B.3 as printed: ``||h_{i,l+1}|| >= (1 - 1/(4L))^l`` for ``l = 0..L-1``."""
+    return (1.0 - 1.0 / (4.0 * _size("L", L))) ** checks.int_at_least("l", l, 0)
+
+
+def b6_threshold(L: int, m: int) -> float:
+    """Lemma B.6: every fresh residual ``||(I - U_l U_l^T) h_{i,l+1}||`` is at least ``1 / (2 10^6 L^2 log^3 m)``."""
+    return 1.0 / (2e6 * _size("L", L) ** 2 * math.log(_size("m", m)) ** 3)
+
+
+def b9_delta_max(L: int, m: int) -> float:
+    """Lemma B.9 needs ``delta <= 1 / (10^6 L^2 log^3 m)``."""
+    return 1.0 / (1e6 * _size("L", L) ** 2 * math.log(_size("m", m)) ** 3)
+
+
+def b9_alpha(delta: float, m: int) -> float:
+    """The ``alpha = 16 delta log m`` of the induction behind Lemma B.9 (Claim B.10: one step keeps a factor
+    ``1 - 3 alpha`` of the separation)."""
+    return 16.0 * _pos("delta", delta) * math.log(_size("m", m))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Appendix C: after an adversarial perturbation of spectral norm tau0 / sqrt(m)
+
+def c2_flip_bound(L: int, tau0: float, m: int) -> float:
+    """Lemma C.2(b): at most ``L^{10/3} tau0^{2/3} m^{2/3}`` ReLU signs flip at any (i, l)."""
+    return _size("L", L) ** (10 / 3) * _pos("tau0", tau0) ** (2 / 3) * _size("m", m) ** (2 / 3)
+
+
+def c2_forward_bound(L: int, tau0: float, m: int) -> float:
+    """Lemma C.2(a): ``||g'_{i,l}||, ||h'_{i,l}|| <= L^6 tau0 / sqrt(m)``."""
+    return _size("L", L) ** 6 * _pos("tau0", tau0) / math.sqrt(_size("m", m))
+
+
+def c2_probability_exponent(L: int, tau0: float, m: int) -> float:
+    """Lemmas C.2, C.7, C.9 hold with probability ``1 - exp(-Omega(L^6 tau0^{4/3} m^{1/3}))``: this exponent."""
+    return _size("L", L) ** 6 * _pos("tau0", tau0) ** (4 / 3) * _size("m", m) ** (1 / 3)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Appendix D: indicator and backward coordinates
+
+def beta_plus(delta: float, rho_: float) -> float:
+    """Definition D.1: ``beta_+ = delta / rho^2`` (a coordinate is "large" when ``|g_k| >= beta_+ / sqrt(m)``)."""
+    return _pos("delta", delta) / _pos("rho", rho_) ** 2
+
+
+def beta_minus(delta: float, rho_: float) -> float:
+    """Definition D.1: ``beta_- = delta / rho^10`` (a coordinate is "small" when ``|g_k| <= beta_- / sqrt(m)``)."""
+    return _pos("delta", delta) / _pos("rho", rho_) ** 10
+
+
+def d2_fraction(b_minus: float, L: int) -> float:
+    """Lemma D.2: at least a fraction ``beta_- / (64 L)`` of the coordinates meet its three conditions."""
+    return _pos("b_minus", b_minus) / (64.0 * _size("L", L))
+
+
+def d7_threshold(loss_norm: float, d: int, n: int, L: int) -> float:
+    """Lemma D.7: the backward coordinate is at least ``||loss_{i*,l*}|| / (6 sqrt(d) n L)`` ..."""
+    return checks.real_in("loss_norm", loss_norm, 0.0, math.inf, high_open=True) / (
+        6.0 * math.sqrt(_size("d", d)) * _size("n", n) * _size("L", L))
+
+
+def d7_fraction(n: int, L: int) -> float:
+    """... on all but a fraction ``1 / (2 n L)`` of the coordinates (Lemma D.7)."""
+    return 1.0 / (2.0 * _size("n", n) * _size("L", L))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Theorems 5, 3, 4: the gradient bounds and semi-smoothness
+
+def thm5_lower(delta: float, rho_: float) -> float:
+    """Theorem 5 (and the lower half of Theorem 3 / Lemma F.1):
+    ``||grad f||_F^2 >= (delta / rho^14) m max ||loss||^2``; this is the factor ``delta / rho^14``."""
+    return _pos("delta", delta) / _pos("rho", rho_) ** 14
+
+
+def thm3_radius(varrho_: float, m: int) -> float:
+    """Theorem 3 (Appendix F) holds for all ``||W'||_2 <= varrho^100 / sqrt(m)``."""
+    return _pos("varrho", varrho_) ** 100 / math.sqrt(_size("m", m))
+
+
+def thm3_lower(delta: float, rho_: float) -> float:
+    """Theorem 3, lower bound: the same ``delta / rho^14`` as Theorem 5, near initialisation."""
+    return thm5_lower(delta, rho_)
+
+
+def thm3_upper(rho_: float) -> float:
+    """Theorem 3, upper bound: ``||grad f||_F^2 <= rho^12 m max ||loss||^2``; this is ``rho^12``."""
+    return _pos("rho", rho_) ** 12
+
+
+def thm3_upper_per_sample(rho_: float, n: int) -> float:
+    """Theorem 3: ``||grad f_i||_F^2 <= (rho^12 / n^2) m max ||loss||^2``; this is ``rho^12 / n^2``."""
+    return _pos("rho", rho_) ** 12 / _size("n", n) ** 2
+
+
+def thm4_linear(rho_: float, tau0: float, m: int) -> float:
+    """Theorem 4 (Appendix G): the coefficient ``rho^11 tau0^{1/3} m^{1/3}`` of ``||loss|| ||W'||_2``."""
+    return _pos("rho", rho_) ** 11 * _pos("tau0", tau0) ** (1 / 3) * _size("m", m) ** (1 / 3)
+
+
+def thm4_quadratic(L: int, n: int, m: int) -> float:
+    """Theorem 4 (Appendix G): the coefficient ``L^18 n m`` of ``||W'||_2^2``."""
+    return float(_size("L", L)) ** 18 * _size("n", n) * _size("m", m)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Theorems 1 and 2: gradient descent and SGD (Appendices H and I)
+
+def thm1_step_size(delta: float, rho_: float, m: int) -> float:
+    """Theorem 1 as restated in Appendix H: ``eta = delta / (rho^44 m)``."""
+    return _pos("delta", delta) / (_pos("rho", rho_) ** 44 * _size("m", m))
+
+
+def thm1_iterations(delta: float, rho_: float, varrho_: float, eps: float) -> tuple[float, float]:
+    """Theorem 1 (Appendix H): ``f(W_T) <= eps`` for every T in
+    ``[rho^59 / delta^2 log(1/eps), rho^59 varrho^28 / delta^2 log(1/eps)]``."""
+    eps = checks.real_in("eps", eps, 0.0, 1.0, low_open=True, high_open=True)
+    low = _pos("rho", rho_) ** 59 / _pos("delta", delta) ** 2 * math.log(1 / eps)
+    return low, low * _pos("varrho", varrho_) ** 28
+
+
+def thm1_contraction(eta: float, delta: float, m: int, rho_: float) -> float:
+    """Appendix H: one GD step gives ``f_{t+1} <= (1 - eta delta m / rho^15) f_t``; this is the factor."""
+    return 1.0 - _pos("eta", eta) * _pos("delta", delta) * _size("m", m) / _pos("rho", rho_) ** 15
+
+
+def thm2_step_size(delta: float, rho_: float, m: int) -> float:
+    """Theorem 2 as restated in Appendix I: ``eta = delta / (rho^42 m)``."""
+    return _pos("delta", delta) / (_pos("rho", rho_) ** 42 * _size("m", m))
+
+
+def thm2_iterations(delta: float, rho_: float, varrho_: float, eps: float) -> tuple[float, float]:
+    """Theorem 2 (Appendix I): every T in ``[rho^57 / delta^2 log(1/eps), rho^57 varrho^28 / delta^2 log(1/eps)]``."""
+    eps = checks.real_in("eps", eps, 0.0, 1.0, low_open=True, high_open=True)
+    low = _pos("rho", rho_) ** 57 / _pos("delta", delta) ** 2 * math.log(1 / eps)
+    return low, low * _pos("varrho", varrho_) ** 28
+
+
+def thm2_growth(eta: float, m: int, rho_: float) -> float:
+    """Appendix I: the worst case of one SGD step, ``f_{t+1} <= (1 + rho^12 eta m) f_t``; this is the factor."""
+    return 1.0 + _pos("rho", rho_) ** 12 * _pos("eta", eta) * _size("m", m)
+
+
+def gd_ball_radius(varrho_: float, m: int) -> float:
+    """Appendices H and I keep ``||W_t - W_0||_F <= varrho^50 / sqrt(m)`` (Frobenius norm)."""
+    return _pos("varrho", varrho_) ** 50 / math.sqrt(_size("m", m))
+
+
+def initial_loss_bound(n: int, rho_: float, L: int) -> float:
+    """Appendix H: ``f(W_0) <= n rho^2 L^3`` with high probability."""
+    return _size("n", n) * _pos("rho", rho_) ** 2 * float(_size("L", L)) ** 3
+
+
+# ==========================================================================================================
+# THE BOOK'S CHOICE, NOT THE PAPER'S
+#
+# The theorems' step sizes (delta / (rho^44 m), about 10^-100 at laptop sizes) would not move W in any
+# number of steps we can run. The experiments use eta = c / (m n L): it scales like the theorem's 1/m in the
+# width, and the 1/(n L) keeps the step stable as the number of loss terms (n sequences, L - 1 steps each)
+# grows. c = BOOK_STEP_C unless an experiment says otherwise (and then it gives its own c).
+
+#: The constant of the book's practical step size ``c / (m n L)``.
+BOOK_STEP_C = 0.2
+
+
+def book_step_size(m: int, n: int, L: int, c: float = BOOK_STEP_C) -> float:
+    """The book's practical GD step size ``c / (m n L)`` (**not the paper's**; see the comment above)."""
+    return _pos("c", c) / (_size("m", m) * _size("n", n) * _size("L", L))

@@ -251,6 +251,18 @@ def aimed_sparse_rank_one(params: Params, fw_tilde: Forward, N: int, tau0: float
     return sparse_rank_one(z, N, tau0, support=support, signs=signs)
 
 
+def unit_vectors(E: int, d: int, *, seed: int, device=None, dtype=None) -> torch.Tensor:
+    """``E`` fixed random unit vectors ``a`` in R^d (E, d), one per network: the ``a`` of Lemmas C.9 and C.11.
+
+    Give it a seed of its own (``rb.seed(chapter, "a", m)``), never the networks' seed: with one seed for both,
+    torch's batched draws make ``a`` equal to the first entries of network 0's W once E d >= 16."""
+    E = checks.positive_int("E", E)
+    d = checks.positive_int("d", d)
+    gen = rng.generator(None, seed)
+    a = rng.randn((E, d), gen=gen, std=1.0, device=device, dtype=dtype if dtype is not None else torch.float64)
+    return a / a.norm(dim=-1, keepdim=True)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # a network and its perturbation
 

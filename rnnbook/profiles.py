@@ -61,7 +61,7 @@ SIZES: dict[str, dict[str, dict]] = {
                      widget_m=256),
     },
     # Part III: stability under adversarial perturbation (Appendix C).
-    "perturbation": {
+    "perturbation_forward": {
         "quick": dict(widths=(64, 128, 256), seeds=4, n=3, L=6, d_x=8, d=2, delta=0.2, tau0=1.0,
                       taus=(0.3, 1.0, 3.0), tau_m=128, Ls=(2, 4, 8), L_m=128, gd_steps=10, widget_m=128),
         "full": dict(widths=(128, 256, 512, 1024, 2048), seeds=6, n=4, L=8, d_x=8, d=2, delta=0.2, tau0=1.0,

@@ -214,3 +214,19 @@ def test_bad_input_is_rejected(net):
         pt.aimed_sparse_rank_one(p, st.fw_tilde, p.m + 1, 1.0)
     with pytest.raises(ValueError, match="weight-tied ReLU"):
         pt.random_direction(rb.init_params(8, 3, 2, seed=0, activation="tanh", **F64), 1.0, seed=0)
+
+
+def test_the_fixed_vector_a_is_independent_of_the_networks():
+    """The backward experiments draw a with its own named seed. With the networks' seed it would repeat their
+    draw: the latent bug the named seeds remove (once E d >= 16, a equals the first entries of W[0])."""
+    E, d, m = 8, 2, 64
+    same = 12345
+    p = rb.init_params(m, 5, d, ensemble=E, seed=same, **F64)
+    W0 = p.W[0].flatten()[: E * d].view(E, d)
+    bug = pt.unit_vectors(E, d, seed=same, **F64)
+    torch.testing.assert_close(bug, W0 / W0.norm(dim=1, keepdim=True))  # the coincidence
+    p = rb.init_params(m, 5, d, ensemble=E, seed=rb.seed("perturbation_backward", "networks", m), **F64)
+    a = pt.unit_vectors(E, d, seed=rb.seed("perturbation_backward", "a", m), **F64)
+    W0 = p.W[0].flatten()[: E * d].view(E, d)
+    assert (a - W0 / W0.norm(dim=1, keepdim=True)).abs().max() > 0.1  # no longer the networks' own draw
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(E, **F64))

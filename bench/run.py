@@ -238,11 +238,27 @@ class Suite:
                      note="float64 on both sides (time and error)")
 
 
+def plugin_entries(suite) -> dict:
+    """Entries defined in ``bench/entries_*.py``: each such module has ``ENTRIES = {name: function(suite)}``
+    (a chapter family adds its benchmarks there, next to the others, without editing this file)."""
+    import importlib
+
+    out = {}
+    for path in sorted(Path(__file__).resolve().parent.glob("entries_*.py")):
+        mod = importlib.import_module(path.stem)
+        for name, fn in getattr(mod, "ENTRIES", {}).items():
+            if name in out:
+                raise RuntimeError(f"bench entry {name!r} is defined twice ({path.name})")
+            out[name] = (lambda fn=fn: fn(suite))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     ap.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 15/9/5/3 full)")
-    ap.add_argument("--only", default=None, help="comma-separated: fwd_bwd, ensemble, products, ntk")
+    ap.add_argument("--only", default=None, help="comma-separated: fwd_bwd, ensemble, products, ntk, and those of "
+                                                   "bench/entries_*.py")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=ROOT / "_build" / "bench.json")
     args = ap.parse_args(argv)
@@ -260,6 +276,7 @@ def main(argv=None) -> int:
               flush=True)
     s.measure_peak(torch.float32)
     todo = {"fwd_bwd": s.forward_backward, "ensemble": s.ensemble, "products": s.products, "ntk": s.ntk}
+    todo.update(plugin_entries(s))
     only = set(args.only.split(",")) if args.only else set(todo)
     unknown = only - set(todo)
     if unknown:
@@ -267,7 +284,7 @@ def main(argv=None) -> int:
     for k, fn in todo.items():
         if k in only:
             print(f"[{k}]", flush=True)
-            if k == "ntk":
+            if k == "ntk" or k.endswith("_f64"):
                 s.measure_peak(torch.float64)
             fn()
     s.measure_peak(torch.float32)  # again at the end: the peak is the better of the two

@@ -40,6 +40,9 @@ if "OMP_WAIT_POLICY" not in _os.environ:
     else:
         _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
+from . import _gemm  # noqa: E402
+_gemm.keep_freed_memory()  # large buffers are reused instead of page-faulted in again (rnnbook/_gemm.py)
+
 from .config import default_device, profile, describe  # noqa: E402
 from .model import (Params, Forward, Backward, Gradient, init_params, forward, outputs, loss_vectors, objective,
                     backward, gradient, ACTIVATIONS)

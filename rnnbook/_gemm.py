@@ -2,7 +2,7 @@
 measurement on the machine at hand.
 
 The forward and backward passes of one network are dominated by L skinny products ``(n x m) @ (m x m)``
-("step" products) and one weight-gradient GEMM ``(m x k) @ (k x m)`` with ``k = (L-1) n`` ("gram"). On CPU in
+each ("step" products, ``x @ W^T`` forward and ``x @ W`` backward) and one weight-gradient GEMM ``(m x k) @ (k x m)`` with ``k = (L-1) n`` ("gram"). On CPU in
 float32 torch offers two kernels for them: ``torch.mm``/``addmm`` (the BLAS torch is built with) and
 oneDNN's linear kernel (``torch.ops.mkldnn._linear_pointwise``, torch-internal), optionally with W reordered
 once per pass into oneDNN's blocked layout. Which is fastest depends on the CPU, m, n and the thread count
@@ -39,6 +39,30 @@ LAYOUTS = ("batched", "per_network")
 _STEPS_PER_PASS = 16  # a packed W is reused by this many step products in the timing (a pass has ~L of them)
 
 _state: dict = {}
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the system (called once when
+    rnnbook is imported; ``RNNBOOK_NO_MALLOPT=1`` skips it).
+
+    By default glibc hands every freed block above its mmap threshold back to the kernel, so the next pass's
+    buffers (tens of MB for an ensemble) are page-faulted in again, about a millisecond per MB: measured here,
+    it made one batched pass over 16 networks slower than 16 separate passes. Raising the mmap threshold to
+    its maximum (32 MB) and the trim threshold to 1 GB keeps such buffers in the heap. Returns whether it was
+    applied (only with glibc)."""
+    if os.environ.get("RNNBOOK_NO_MALLOPT", "") not in ("", "0") or _state.get("mallopt"):
+        return bool(_state.get("mallopt"))
+    ok = False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        ok = False
+    _state["mallopt"] = ok
+    return ok
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -161,20 +185,32 @@ def _median_times(fns: dict, rounds: int = 5) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _measure_step(m: int, rows: int) -> str:
+def _work(m: int, rows: int) -> tuple[int, int]:
+    """(steps, rounds) of a measurement: enough to time reliably, bounded in cost at large m."""
+    flops = 2.0 * rows * m * m * _STEPS_PER_PASS
+    if flops > 4e9:
+        return max(2, int(_STEPS_PER_PASS * 4e9 / flops)), 3
+    return _STEPS_PER_PASS, 5
+
+
+def _measure_step(m: int, rows: int, orient: str) -> str:
+    """The step products of a pass, ``x @ W^T`` (forward) or ``x @ W`` (backward, where oneDNN needs W^T
+    reordered: that copy is part of what is timed), each mode with its one-off preparation per pass."""
     gen = torch.Generator().manual_seed(0)
     W = torch.randn(m, m, generator=gen)
     x = torch.randn(rows, m, generator=gen)
     out = torch.zeros(rows, m)
+    steps, rounds = _work(m, rows)
+    M = W if orient == "fwd" else W.t()
 
     def run(mode):
         def f():
-            P = prepare(W, rows, mode)
-            for _ in range(_STEPS_PER_PASS):
+            P = prepare(M, rows, mode)
+            for _ in range(steps):
                 add_product_(out, x, P, mode)
         return f
 
-    t = _median_times({mode: run(mode) for mode in STEP_MODES})
+    t = _median_times({mode: run(mode) for mode in STEP_MODES}, rounds)
     return min(t, key=t.get)
 
 
@@ -185,39 +221,37 @@ def _measure_gram(m: int, k: int) -> str:
     return min(t, key=t.get)
 
 
-def _measure_layout(m: int, rows: int) -> str:
-    """An ensemble's step products: one batched product per step over all networks, or one network after
-    another (each W stays in cache for all its steps, and each network gets its own fastest kernel)."""
-    E = 4
+def _measure_layout(m: int, rows: int, E: int) -> str:
+    """An ensemble of E networks: one batched product per step over all of them, or one network after another
+    (each W stays in cache for all its steps, and gets its own fastest kernel). Measured at the ensemble's
+    size, since whether E matrices fit in the cache is the question."""
     gen = torch.Generator().manual_seed(2)
     W = torch.randn(E, m, m, generator=gen)
     x = torch.randn(E, rows, m, generator=gen)
     out = torch.zeros(E, rows, m)
     mode = step_mode(W[0], rows)
     WT = W.transpose(1, 2)
+    steps, rounds = _work(m, rows * E)
 
     def batched():
-        for _ in range(_STEPS_PER_PASS):
+        for _ in range(steps):
             out.baddbmm_(x, WT)
 
     def per_network():
         for e in range(E):
             P = prepare(W[e], rows, mode)
-            for _ in range(_STEPS_PER_PASS):
+            for _ in range(steps):
                 add_product_(out[e], x[e], P, mode)
 
-    t = _median_times({"batched": batched, "per_network": per_network})
+    t = _median_times({"batched": batched, "per_network": per_network}, rounds)
     return min(t, key=t.get)
-
-
-_MEASURE = {"step": _measure_step, "gram": _measure_gram, "layout": _measure_layout}
 
 
 @contextlib.contextmanager
 def forced(**modes):
     """Within the block, use the given kernels instead of measuring, e.g. ``forced(step="onednn_packed",
     layout="per_network")`` (for the tests, which check every path against autograd)."""
-    allowed = {"step": STEP_MODES, "gram": GRAM_MODES, "layout": LAYOUTS}
+    allowed = {"step": STEP_MODES, "step_T": STEP_MODES, "gram": GRAM_MODES, "layout": LAYOUTS}
     for op, mode in modes.items():
         if op not in allowed or mode not in allowed[op]:
             raise ValueError(f"forced() takes step in {STEP_MODES}, gram in {GRAM_MODES}, layout in {LAYOUTS}; "
@@ -230,24 +264,38 @@ def forced(**modes):
         _state["forced"] = old
 
 
-def _choose(op: str, t: torch.Tensor, m: int, rows: int) -> str:
-    if op in _state.get("forced", {}):
-        return _state["forced"][op]
+def _choose(op: str, t: torch.Tensor, m: int, rows: int, E: int = 1) -> str:
+    forced = _state.get("forced", {})
+    if op in forced or (op == "step_T" and "step" in forced):
+        return forced.get(op, forced.get("step"))
     if t.device.type != "cpu" or t.dtype != torch.float32:
         return "batched" if op == "layout" else "mm"  # float64 and CUDA: one kernel, nothing to choose
     if op != "layout" and not onednn_works():
         return "mm"
-    key = f"{op}:m{_bucket(m)}:r{_bucket(rows)}:t{torch.get_num_threads()}"
+    key = f"{op}:m{_bucket(m)}:r{_bucket(rows)}" + (f":E{_bucket(E)}" if op == "layout" else "") + \
+        f":t{torch.get_num_threads()}"
     choices = _load()
     if key not in choices:
-        choices[key] = _MEASURE[op](_bucket(m), _bucket(rows))
+        if op == "step":
+            choices[key] = _measure_step(_bucket(m), _bucket(rows), "fwd")
+        elif op == "step_T":
+            choices[key] = _measure_step(_bucket(m), _bucket(rows), "bwd")
+        elif op == "gram":
+            choices[key] = _measure_gram(_bucket(m), _bucket(rows))
+        else:
+            choices[key] = _measure_layout(_bucket(m), _bucket(rows), max(2, _bucket(E)))
         _save(key, choices[key])
     return choices[key]
 
 
 def step_mode(W: torch.Tensor, rows: int) -> str:
-    """How to compute the step products ``(rows x m) @ W^T`` of a pass with this ``W`` (one network's m x m)."""
+    """How to compute the forward step products ``(rows x m) @ W^T`` of a pass with this ``W`` (m x m)."""
     return _choose("step", W, W.shape[-1], rows)
+
+
+def step_T_mode(W: torch.Tensor, rows: int) -> str:
+    """How to compute the backward step products ``(rows x m) @ W`` (with ``prepare(W.t(), ...)``)."""
+    return _choose("step_T", W, W.shape[-1], rows)
 
 
 def gram_mode(a: torch.Tensor) -> str:
@@ -257,7 +305,7 @@ def gram_mode(a: torch.Tensor) -> str:
 
 def layout(W: torch.Tensor, rows: int) -> str:
     """``"batched"`` or ``"per_network"``: how an ensemble of tied networks (``W`` (E, m, m)) runs its steps."""
-    return _choose("layout", W, W.shape[-1], rows)
+    return _choose("layout", W, W.shape[-1], rows, W.shape[0])
 
 
 def choices() -> dict:

@@ -99,7 +99,7 @@ def backward(W: torch.Tensor, B: torch.Tensor, h_s: torch.Tensor, g_s: torch.Ten
     if L > 1 and _per_network(W, n):
         grad = torch.empty_like(W)
         for e in range(E):
-            mode = _gemm.step_mode(W[e], n)
+            mode = _gemm.step_T_mode(W[e], n)
             P = _gemm.prepare(W[e].t(), n, mode)  # z @ W = z @ (W^T)^T
             for l in range(L, 1, -1):
                 slope_times_u(e, l)

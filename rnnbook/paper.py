@@ -20,10 +20,11 @@ import math
 from . import checks
 
 __all__ = [
-    "rho", "varrho", "b3_upper", "b3_g_upper", "b3_lower", "b6_threshold", "b9_delta_max", "b9_alpha", "c2_flip_bound",
+    "rho", "varrho", "b3_upper", "b3_g_upper", "b3_lower", "b6_threshold", "b6_step_loss", "b11_bound", "b12_growth", "b15_bound", "b16_bound",
+    "b19_bound", "b9_delta_max", "b9_alpha", "c2_flip_bound",
     "c2_forward_bound", "c2_probability_exponent", "beta_plus", "beta_minus", "d2_fraction", "d7_threshold",
     "d7_fraction", "thm5_lower", "thm3_radius", "thm3_lower", "thm3_upper", "thm3_upper_per_sample",
-    "thm4_linear", "thm4_quadratic", "thm1_step_size", "thm1_iterations", "thm1_contraction", "thm2_step_size",
+    "thm4_linear", "thm4_quadratic", "thm1_step_size", "thm1_iterations", "thm1_min_iterations", "thm1_contraction", "thm2_step_size",
     "thm2_iterations", "thm2_growth", "gd_ball_radius", "initial_loss_bound",
     "BOOK_STEP_C", "book_step_size",
 ]
@@ -31,6 +32,14 @@ __all__ = [
 
 def _pos(name, v):
     return checks.positive_real(name, v)
+
+
+def _pow(x: float, k: float) -> float:
+    """``x ** k``, or infinity where that overflows a float (rho^100 does at moderate rho)."""
+    try:
+        return float(x) ** k
+    except OverflowError:
+        return math.inf
 
 
 def _size(name, v):
@@ -76,6 +85,37 @@ def b6_threshold(L: int, m: int) -> float:
     return 1.0 / (2e6 * _size("L", L) ** 2 * math.log(_size("m", m)) ** 3)
 
 
+def b6_step_loss(L: int) -> float:
+    """The ``1/(4L)`` a step may lose of the fresh part besides ``2 alpha`` (proof of Lemma B.6, factor
+    ``1 - 2 alpha - 1/(4L)``; also the recursion (B.10))."""
+    return 1.0 / (4.0 * _size("L", L))
+
+
+def b11_bound(L: int) -> float:
+    """Lemma B.11: ``||D_{l2} W ... D_{l1} W||_2 <= L^3`` (the shape of its ``O(L^3)``)."""
+    return float(_size("L", L)) ** 3
+
+
+def b12_growth(L: int, span: int) -> float:
+    """Claim B.12: a fixed vector grows by at most ``(1 + 1/L)^span`` through ``span`` masked factors."""
+    return (1.0 + 1.0 / _size("L", L)) ** checks.int_at_least("span", span, 0)
+
+
+def b15_bound(k: int, m: int) -> float:
+    """Corollary B.15 for sparsity k: ``sqrt(k) log m / sqrt(m)`` (the main text's (4.5))."""
+    return math.sqrt(_size("k", k)) * math.log(_size("m", m)) / math.sqrt(_size("m", m))
+
+
+def b16_bound(rho_: float, m: int) -> float:
+    """Corollary B.16: every entry of ``W D W ... D W`` is at most ``rho / sqrt(m)``."""
+    return _pos("rho", rho_) / math.sqrt(_size("m", m))
+
+
+def b19_bound(rho_: float) -> float:
+    """Corollary B.19: ``|a^T B D W ... D W y| <= rho ||a|| ||y||`` for 1-sparse y."""
+    return _pos("rho", rho_)
+
+
 def b9_delta_max(L: int, m: int) -> float:
     """Lemma B.9 needs ``delta <= 1 / (10^6 L^2 log^3 m)``."""
     return 1.0 / (1e6 * _size("L", L) ** 2 * math.log(_size("m", m)) ** 3)
@@ -110,12 +150,12 @@ def c2_probability_exponent(L: int, tau0: float, m: int) -> float:
 
 def beta_plus(delta: float, rho_: float) -> float:
     """Definition D.1: ``beta_+ = delta / rho^2`` (a coordinate is "large" when ``|g_k| >= beta_+ / sqrt(m)``)."""
-    return _pos("delta", delta) / _pos("rho", rho_) ** 2
+    return _pos("delta", delta) / _pow(_pos("rho", rho_), 2)
 
 
 def beta_minus(delta: float, rho_: float) -> float:
     """Definition D.1: ``beta_- = delta / rho^10`` (a coordinate is "small" when ``|g_k| <= beta_- / sqrt(m)``)."""
-    return _pos("delta", delta) / _pos("rho", rho_) ** 10
+    return _pos("delta", delta) / _pow(_pos("rho", rho_), 10)
 
 
 def d2_fraction(b_minus: float, L: int) -> float:
@@ -140,12 +180,12 @@ def d7_fraction(n: int, L: int) -> float:
 def thm5_lower(delta: float, rho_: float) -> float:
     """Theorem 5 (and the lower half of Theorem 3 / Lemma F.1):
     ``||grad f||_F^2 >= (delta / rho^14) m max ||loss||^2``; this is the factor ``delta / rho^14``."""
-    return _pos("delta", delta) / _pos("rho", rho_) ** 14
+    return _pos("delta", delta) / _pow(_pos("rho", rho_), 14)
 
 
 def thm3_radius(varrho_: float, m: int) -> float:
     """Theorem 3 (Appendix F) holds for all ``||W'||_2 <= varrho^100 / sqrt(m)``."""
-    return _pos("varrho", varrho_) ** 100 / math.sqrt(_size("m", m))
+    return _pow(_pos("varrho", varrho_), 100) / math.sqrt(_size("m", m))
 
 
 def thm3_lower(delta: float, rho_: float) -> float:
@@ -155,17 +195,17 @@ def thm3_lower(delta: float, rho_: float) -> float:
 
 def thm3_upper(rho_: float) -> float:
     """Theorem 3, upper bound: ``||grad f||_F^2 <= rho^12 m max ||loss||^2``; this is ``rho^12``."""
-    return _pos("rho", rho_) ** 12
+    return _pow(_pos("rho", rho_), 12)
 
 
 def thm3_upper_per_sample(rho_: float, n: int) -> float:
     """Theorem 3: ``||grad f_i||_F^2 <= (rho^12 / n^2) m max ||loss||^2``; this is ``rho^12 / n^2``."""
-    return _pos("rho", rho_) ** 12 / _size("n", n) ** 2
+    return _pow(_pos("rho", rho_), 12) / _size("n", n) ** 2
 
 
 def thm4_linear(rho_: float, tau0: float, m: int) -> float:
     """Theorem 4 (Appendix G): the coefficient ``rho^11 tau0^{1/3} m^{1/3}`` of ``||loss|| ||W'||_2``."""
-    return _pos("rho", rho_) ** 11 * _pos("tau0", tau0) ** (1 / 3) * _size("m", m) ** (1 / 3)
+    return _pow(_pos("rho", rho_), 11) * _pos("tau0", tau0) ** (1 / 3) * _size("m", m) ** (1 / 3)
 
 
 def thm4_quadratic(L: int, n: int, m: int) -> float:
@@ -178,47 +218,52 @@ def thm4_quadratic(L: int, n: int, m: int) -> float:
 
 def thm1_step_size(delta: float, rho_: float, m: int) -> float:
     """Theorem 1 as restated in Appendix H: ``eta = delta / (rho^44 m)``."""
-    return _pos("delta", delta) / (_pos("rho", rho_) ** 44 * _size("m", m))
+    return _pos("delta", delta) / (_pow(_pos("rho", rho_), 44) * _size("m", m))
 
 
 def thm1_iterations(delta: float, rho_: float, varrho_: float, eps: float) -> tuple[float, float]:
     """Theorem 1 (Appendix H): ``f(W_T) <= eps`` for every T in
     ``[rho^59 / delta^2 log(1/eps), rho^59 varrho^28 / delta^2 log(1/eps)]``."""
+    low = thm1_min_iterations(delta, rho_, eps)
+    return low, low * _pow(_pos("varrho", varrho_), 28)
+
+
+def thm1_min_iterations(delta: float, rho_: float, eps: float) -> float:
+    """The lower end of Theorem 1's interval, ``rho^59 / delta^2 log(1/eps)`` (Appendix H)."""
     eps = checks.real_in("eps", eps, 0.0, 1.0, low_open=True, high_open=True)
-    low = _pos("rho", rho_) ** 59 / _pos("delta", delta) ** 2 * math.log(1 / eps)
-    return low, low * _pos("varrho", varrho_) ** 28
+    return _pow(_pos("rho", rho_), 59) / _pos("delta", delta) ** 2 * math.log(1 / eps)
 
 
 def thm1_contraction(eta: float, delta: float, m: int, rho_: float) -> float:
     """Appendix H: one GD step gives ``f_{t+1} <= (1 - eta delta m / rho^15) f_t``; this is the factor."""
-    return 1.0 - _pos("eta", eta) * _pos("delta", delta) * _size("m", m) / _pos("rho", rho_) ** 15
+    return 1.0 - _pos("eta", eta) * _pos("delta", delta) * _size("m", m) / _pow(_pos("rho", rho_), 15)
 
 
 def thm2_step_size(delta: float, rho_: float, m: int) -> float:
     """Theorem 2 as restated in Appendix I: ``eta = delta / (rho^42 m)``."""
-    return _pos("delta", delta) / (_pos("rho", rho_) ** 42 * _size("m", m))
+    return _pos("delta", delta) / (_pow(_pos("rho", rho_), 42) * _size("m", m))
 
 
 def thm2_iterations(delta: float, rho_: float, varrho_: float, eps: float) -> tuple[float, float]:
     """Theorem 2 (Appendix I): every T in ``[rho^57 / delta^2 log(1/eps), rho^57 varrho^28 / delta^2 log(1/eps)]``."""
     eps = checks.real_in("eps", eps, 0.0, 1.0, low_open=True, high_open=True)
-    low = _pos("rho", rho_) ** 57 / _pos("delta", delta) ** 2 * math.log(1 / eps)
-    return low, low * _pos("varrho", varrho_) ** 28
+    low = _pow(_pos("rho", rho_), 57) / _pos("delta", delta) ** 2 * math.log(1 / eps)
+    return low, low * _pow(_pos("varrho", varrho_), 28)
 
 
 def thm2_growth(eta: float, m: int, rho_: float) -> float:
     """Appendix I: the worst case of one SGD step, ``f_{t+1} <= (1 + rho^12 eta m) f_t``; this is the factor."""
-    return 1.0 + _pos("rho", rho_) ** 12 * _pos("eta", eta) * _size("m", m)
+    return 1.0 + _pow(_pos("rho", rho_), 12) * _pos("eta", eta) * _size("m", m)
 
 
 def gd_ball_radius(varrho_: float, m: int) -> float:
     """Appendices H and I keep ``||W_t - W_0||_F <= varrho^50 / sqrt(m)`` (Frobenius norm)."""
-    return _pos("varrho", varrho_) ** 50 / math.sqrt(_size("m", m))
+    return _pow(_pos("varrho", varrho_), 50) / math.sqrt(_size("m", m))
 
 
 def initial_loss_bound(n: int, rho_: float, L: int) -> float:
     """Appendix H: ``f(W_0) <= n rho^2 L^3`` with high probability."""
-    return _size("n", n) * _pos("rho", rho_) ** 2 * float(_size("L", L)) ** 3
+    return _size("n", n) * _pow(_pos("rho", rho_), 2) * float(_size("L", L)) ** 3
 
 
 # ==========================================================================================================

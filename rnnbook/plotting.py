@@ -12,10 +12,14 @@ import numpy as np
 
 from .stats import median_band, _as_numpy
 
+#: The width of the book's text column, in inches at the saved resolution: a figure drawn at this width is shown
+#: at its natural size on a desktop, so its 8-10 pt text stays legible (wider figures are scaled down).
+CONTENT_WIDTH = 7.0
+
 STYLE = {
-    "figure.figsize": (6.4, 4.0),
+    "figure.figsize": (CONTENT_WIDTH, 4.0),
     "figure.dpi": 100,
-    "savefig.dpi": 120,
+    "savefig.dpi": 110,
     "axes.grid": True,
     "grid.alpha": 0.3,
     "axes.spines.top": False,
@@ -32,6 +36,37 @@ STYLE = {
 def use_style() -> None:
     """Apply the book's figure style (call once at the top of a chapter)."""
     matplotlib.rcParams.update(STYLE)
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, height: float | None = None, **kw):
+    """``plt.subplots`` at the width of the text column: ``ncols`` panels share :data:`CONTENT_WIDTH` (use at
+    most 3 side by side), ``height`` (inches, default 2.6 per row for 2-3 columns, 3.6 for one) sets the rest."""
+    if not (isinstance(nrows, int) and isinstance(ncols, int) and nrows >= 1 and 1 <= ncols <= 3):
+        raise ValueError(f"subplots takes 1 <= ncols <= 3 panels side by side and nrows >= 1, got {nrows} x {ncols}")
+    per_row = 3.6 if ncols == 1 else 2.6
+    h = height if height is not None else per_row * nrows
+    kw.setdefault("layout", "constrained")
+    return plt.subplots(nrows, ncols, figsize=(CONTENT_WIDTH, h), **kw)
+
+
+def log_axes(ax, *, x: bool = True, y: bool = True) -> None:
+    """Log scales whose tick labels do not overlap: major ticks labelled (at most ~6 per axis), minor ticks
+    unlabelled (on short ranges matplotlib labels the minor ticks too, and they collide)."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    for on, axis, setter in ((x, ax.xaxis, ax.set_xscale), (y, ax.yaxis, ax.set_yscale)):
+        if on:
+            setter("log")
+            axis.set_major_locator(LogLocator(base=10, numticks=6))
+            axis.set_minor_formatter(NullFormatter())
+
+
+def legend_outside(ax_or_fig, *, ncol: int = 3, **kw):
+    """A legend below the axes (or the whole figure), off the data."""
+    kw.setdefault("frameon", False)
+    if hasattr(ax_or_fig, "legend") and hasattr(ax_or_fig, "transAxes"):
+        return ax_or_fig.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=ncol, **kw)
+    return ax_or_fig.legend(loc="outside lower center", ncol=ncol, **kw)
 
 
 def colors(k: int):
@@ -67,6 +102,5 @@ def plot_trend(ax, x, samples, *, exponent=None, bound=None, label=None, color=N
         b = bound(x) if callable(bound) else _as_numpy(bound)
         ax.plot(x, b, ls=":", color="k", label=bound_label)
     if log:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        log_axes(ax)
     return line

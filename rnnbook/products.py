@@ -19,7 +19,9 @@ Conventions (used by every function here, and by :mod:`rnnbook.perturb`):
 
 Nothing here forms an m x m product unless asked (:func:`product_matrix`, :func:`sandwich_matrix`, for
 entrywise quantities and checks): products are applied to blocks of vectors, one masked matrix product per
-step, batched over networks and samples. Spectral norms use :mod:`rnnbook.linalg`.
+step, batched over networks and samples. Spectral norms of products (implicit operators) use
+:mod:`rnnbook.linalg`; the small explicit blocks of the sparse and backward quantities (k x k, d x m) take an
+exact SVD.
 """
 from __future__ import annotations
 

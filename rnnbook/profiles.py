@@ -71,9 +71,9 @@ SIZES: dict[str, dict[str, dict]] = {
     # Part III, second chapter: intermediate and backward stability (Lemmas C.7, C.9, C.10, C.11).
     "perturbation_backward": {
         "quick": dict(widths=(64, 128, 256), seeds=4, n=3, L=6, d_x=8, d=2, delta=0.2, tau0=1.0, gd_steps=10,
-                      power_iters=15, N=4, widget_m=128),
+                      N=4, widget_m=128),
         "full": dict(widths=(128, 256, 512, 1024, 2048), seeds=6, n=4, L=8, d_x=8, d=2, delta=0.2, tau0=1.0,
-                     gd_steps=20, power_iters=20, N=8, widget_m=256),
+                     gd_steps=20, N=8, widget_m=256),
     },
 }
 

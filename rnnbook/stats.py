@@ -6,12 +6,18 @@ the standard deviation of the same fit over bootstrap resamples of the seeds.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from . import checks
+
+
+#: The bootstrap's resampling is deterministic (the same data give the same uncertainty), with a seed derived
+#: from its name like every other seed of the book.
+BOOTSTRAP_SEED = int.from_bytes(hashlib.sha256(b"rnnbook.stats bootstrap").digest()[:4], "big")
 
 
 def _as_numpy(a) -> np.ndarray:
@@ -44,7 +50,7 @@ def _fit(logx: np.ndarray, logy: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def loglog_slope(x, samples, *, n_boot: int = 200, seed: int = 0) -> SlopeFit:
+def loglog_slope(x, samples, *, n_boot: int = 200, seed: int = BOOTSTRAP_SEED) -> SlopeFit:
     """Fit the exponent of ``median(samples) ~ x^slope``.
 
     ``x``: K positive values. ``samples``: array ``(S, K)`` -- S seeds (independent repetitions) at each

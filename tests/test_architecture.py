@@ -18,9 +18,9 @@ LAYERS = [
     {"_gemm", "_loops", "model", "functional", "data"},
     {"linalg", "products", "forward_stats", "projections", "kernels"},
     {"perturb"},
-    {"ntk"},
+    {"ntk", "gradients", "smoothness"},
     {"training"},
-    {"book"},
+    {"book", "explorer"},
 ]
 
 
@@ -75,3 +75,10 @@ def test_every_chapter_has_quick_and_full_sizes_with_the_same_keys():
             assert set(entry) == {"quick", "full"}, f"{key}: needs exactly a quick and a full profile"
             assert set(entry["quick"]) == set(entry["full"]), (
                 f"{key}: quick and full sizes differ in their keys: {set(entry['quick']) ^ set(entry['full'])}")
+
+
+def test_the_api_page_is_generated_from_the_current_docstrings():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "api_page.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

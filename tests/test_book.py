@@ -13,22 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CDN_HOSTS = ("cdn.jsdelivr", "cdnjs.cloudflare", "unpkg.com", "polyfill.io", "ajax.googleapis")
 
 
-def toc_files():
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [c["file"] for c in part["chapters"]]
-    return files
-
-
-@pytest.fixture(scope="module")
-def html(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), "--profile", "quick",
-                           "--path-output", str(out)], cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"book build failed (rc={proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
-    return out / "_build" / "html"
+from conftest import toc_files  # noqa: E402  (the quick build itself is the session fixture `html`)
 
 
 @pytest.mark.book

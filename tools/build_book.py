@@ -2,9 +2,9 @@
 
 * ``--profile full`` builds the published book into ``_build/html``;
   ``--profile quick`` builds the test-sized book into ``_build/quick/_build/html`` (its own cache).
-* ``--page chapters/products`` builds that page alone (with the introduction and the bibliography), strictly
-  except for references to pages outside the build, into ``_build/page/<name>``: a check of one chapter in
-  well under a minute at the quick profile.
+* ``--page chapters/products`` builds that page alone (with the introduction and the bibliography), afresh
+  (``--all``) and strictly except for references to pages outside the build (any other warning fails it),
+  into ``_build/page/<name>``: a check of one chapter in well under a minute at the quick profile.
 * ``--cell-timeout S`` overrides the per-cell execution timeout of ``_config.yml``. A cell that runs longer
   fails the build, and the report names the page and shows the cell.
 * The execution cache (jupyter-cache) is keyed on code cells only, so a change to the rnnbook package, the
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,8 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from run_chapter import kernel_env  # noqa: E402
 
-#: Sphinx warning types that a single-page build may raise only because the other pages are absent.
-OTHER_PAGES = ["ref.doc", "ref.ref", "ref.numref", "myst.xref_missing", "prf.ref", "exercise.ref", "glue.ref"]
+#: Warnings a single-page build raises only because the other pages are absent (references into them). Not
+#: every extension gives its warnings a type that ``suppress_warnings`` could silence (sphinx-proof does not),
+#: so a page build runs without -W and fails on any warning *not* matching these.
+OTHER_PAGES = [r"label '[^']+' not found", r"undefined label", r"unknown document", r"term not in glossary",
+               r"Failed to create a cross reference", r"reference target not found", r"unknown target",
+               r"glue key .* not found", r"Could not find key .* in any notebook"]
 
 
 def inputs_key(profile: str, root: Path = ROOT) -> str:
@@ -55,6 +60,14 @@ def derived_files(root: Path, out: Path, *, cell_timeout: int | None, page: str 
     if cell_timeout is None and page is None:
         return []
     cfg = yaml.safe_load((root / "_config.yml").read_text())
+    # paths in the configuration are relative to the file that holds it: make them absolute for the copy
+    sph = cfg.setdefault("sphinx", {})
+    if "local_extensions" in sph:
+        sph["local_extensions"] = {k: str((root / v).resolve()) for k, v in sph["local_extensions"].items()}
+    if "bibtex_bibfiles" in cfg:
+        cfg["bibtex_bibfiles"] = [str((root / b).resolve()) for b in cfg["bibtex_bibfiles"]]
+    if "html_extra_path" in sph.get("config", {}):
+        sph["config"]["html_extra_path"] = [str((root / b).resolve()) for b in sph["config"]["html_extra_path"]]
     if cell_timeout is not None:
         cfg.setdefault("execute", {})["timeout"] = int(cell_timeout)
     args = []
@@ -67,7 +80,6 @@ def derived_files(root: Path, out: Path, *, cell_timeout: int | None, page: str 
         toc["parts"] = [{"caption": "One page", "chapters": [{"file": c} for c in chapters]}]
         if page == toc["root"]:
             toc["parts"][0]["chapters"] = toc["parts"][0]["chapters"][1:]
-        cfg.setdefault("sphinx", {}).setdefault("config", {})["suppress_warnings"] = OTHER_PAGES
         tmp_toc = out / "_build" / "_toc.derived.yml"
         tmp_toc.parent.mkdir(parents=True, exist_ok=True)
         tmp_toc.write_text(yaml.safe_dump(toc, sort_keys=False))
@@ -76,6 +88,40 @@ def derived_files(root: Path, out: Path, *, cell_timeout: int | None, page: str 
     tmp_cfg.parent.mkdir(parents=True, exist_ok=True)
     tmp_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return args + ["--config", str(tmp_cfg)]
+
+
+_FAILED = re.compile(r"(\S+\.(?:md|ipynb)): WARNING: Executing notebook failed: (\w+)")
+_RAISED = re.compile(r"myst_nb\.core\.execute\.base\.ExecutionError: (\S+\.(?:md|ipynb))")
+_TIMEOUT = re.compile(r"A cell timed out while it was being executed, after (\d+) seconds")
+
+
+def run_streaming(cmd, *, env, cwd):
+    """Run the build, passing its output through, and collect which pages failed to execute and how."""
+    failures: dict[str, str] = {}
+    warnings: list[str] = []
+    timeout_s = None
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        if "WARNING:" in plain:
+            warnings.append(plain.strip())
+        if (t := _TIMEOUT.search(plain)):
+            timeout_s = t.group(1)
+        for rx in (_FAILED, _RAISED):
+            if (hit := rx.search(plain)):
+                page = Path(hit.group(1)).with_suffix("").as_posix()
+                page = page[len(str(cwd)) + 1:] if page.startswith(str(cwd)) else page
+                kind = hit.group(2) if rx is _FAILED else failures.get(page, "CellExecutionError")
+                failures[page] = kind
+    rc = proc.wait()
+    for page, kind in failures.items():
+        if kind == "CellTimeoutError" or (timeout_s and kind != "CellExecutionError"):
+            failures[page] = f"a cell timed out (no result within {timeout_s or '?'} s)"
+        else:
+            failures[page] = f"a cell raised an error ({kind}); the traceback above shows the cell"
+    return rc, failures, warnings
 
 
 def build(profile: str, out: Path, extra_args: list[str], *, root: Path = ROOT, cell_timeout: int | None = None,
@@ -90,25 +136,33 @@ def build(profile: str, out: Path, extra_args: list[str], *, root: Path = ROOT, 
     if not (ROOT / "_extra" / "vendor" / "mathjax").exists():
         print("vendored JavaScript missing: run `make assets` (tools/vendor_assets.sh) first", file=sys.stderr)
         return 2
+    if root == ROOT:  # the API page is generated from the docstrings before every build of the book
+        subprocess.run([sys.executable, str(ROOT / "tools" / "api_page.py")], check=True, env=kernel_env())
     extra_args = derived_files(root, out, cell_timeout=cell_timeout, page=page) + list(extra_args)
     env = kernel_env(RNNBOOK_PROFILE=profile)
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going",
+    strict = ["-W", "-n", "--keep-going"] if page is None else ["-n", "--all"]  # a page: see OTHER_PAGES
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), *strict,
            "--path-output", str(out), *extra_args]
     print("+", " ".join(cmd), f"(RNNBOOK_PROFILE={profile})", flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd, env=env, cwd=root)
+    rc, failures, warnings = run_streaming(cmd, env=env, cwd=root)
+    if page is not None:
+        own = [w for w in warnings if not any(re.search(p, w) for p in OTHER_PAGES)]
+        for w in own:
+            print(f"--- warning on the page: {w}", file=sys.stderr)
+        if own and rc == 0:
+            rc = 1
     if rc == 0:
         build_dir.mkdir(parents=True, exist_ok=True)
         key_file.write_text(key)
         print(f"built in {time.perf_counter() - t0:.0f} s")
-    else:
-        reports = build_dir / "html" / "reports"
-        for log in sorted(reports.rglob("*.err.log")) if reports.exists() else []:
-            page_name = log.relative_to(reports).as_posix().removesuffix(".err.log")
-            text = log.read_text()
-            what = "a cell timed out" if "CellTimeoutError" in text or "timed out" in text else "a cell failed"
-            print(f"--- executing page {page_name!r} failed: {what}; its report ({log}) ends:\n{text[-4000:]}",
-                  file=sys.stderr)
+        return rc
+    reports = build_dir / "html" / "reports"
+    for log in sorted(reports.rglob("*.err.log")) if reports.exists() else []:
+        print(f"--- report {log}, last lines:\n{log.read_text()[-3000:]}", file=sys.stderr)
+    for page, what in failures.items():
+        print(f"--- executing page {page!r} failed: {what} (after {time.perf_counter() - t0:.0f} s of building)",
+              file=sys.stderr)
     return rc
 
 

@@ -46,14 +46,24 @@ def main() -> int:
     ap.add_argument("chapter", type=Path)
     ap.add_argument("--profile", choices=("quick", "full"), default="quick")
     ap.add_argument("--timeout", type=int, default=300, help="per-cell timeout in seconds")
+    ap.add_argument("--cell-times", action="store_true", help="also print how long each code cell took")
     args = ap.parse_args()
     nb = jupytext.read(args.chapter)
-    client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(args.chapter.parent.resolve())}})
     t0 = time.perf_counter()
     client.execute(env=kernel_env(RNNBOOK_PROFILE=args.profile))
     elapsed = time.perf_counter() - t0
     print(f"{args.chapter}: executed in {elapsed:.1f} s (profile {args.profile})")
+    if args.cell_times:
+        from datetime import datetime
+        for i, cell in enumerate(nb.cells):
+            ex = cell.get("metadata", {}).get("execution", {})
+            if "iopub.execute_input" in ex and "shell.execute_reply" in ex:
+                t = (datetime.fromisoformat(ex["shell.execute_reply"].rstrip("Z"))
+                     - datetime.fromisoformat(ex["iopub.execute_input"].rstrip("Z"))).total_seconds()
+                first = cell["source"].strip().splitlines()[0][:70] if cell["source"].strip() else ""
+                print(f"  cell {i:3d}  {t:7.2f} s  {first}")
     for key, value in glued_values(nb):
         print(f"  glue {key} = {value}")
     return 0

@@ -1,0 +1,58 @@
+"""Sphinx extension: offer every executed chapter as a notebook (.ipynb, with its outputs) from the page, and
+say on the page how to run it.
+
+myst-nb writes each executed page to ``<build>/jupyter_execute/<page>.ipynb``. We copy those notebooks next to
+the page sources (``_sources/<page>.ipynb``) and tell sphinx-book-theme about them (``ipynb_source``), so the
+download menu of every chapter offers ``.ipynb`` besides the MyST source. Below the title of every such page
+goes a short note: the notebook link and the two commands that give it a kernel with ``rnnbook``
+(``repository.url`` of ``_config.yml`` names the repository once). Pages that run no code (the API page, the
+bibliography) have no notebook and get neither.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+OUTPUT_FOLDER = "jupyter_execute"  # myst-nb's folder for executed notebooks, next to the HTML output
+
+
+def _executed(app) -> Path:
+    return Path(app.outdir).parent / OUTPUT_FOLDER
+
+
+NOTE = """<div class="admonition note run-this-chapter">
+<p class="admonition-title">Run this chapter</p>
+<p>Download <a class="reference download" href="{href}" download>the executed notebook (.ipynb)</a>, or open this
+page's source. It imports the book's support package, <code>rnnbook</code>: clone <a class="reference external"
+href="{repo}">the repository</a>, then <code>make lab</code> installs everything (Python 3.11) and opens the
+chapters in JupyterLab. The figures and numbers on this page were computed when the book was built.</p>
+</div>"""
+
+
+def _offer_notebook(app, pagename, templatename, context, doctree):
+    if not (_executed(app) / f"{pagename}.ipynb").exists():
+        return
+    context["ipynb_source"] = f"{pagename}.ipynb"
+    body = context.get("body", "")
+    end = body.find("</h1>")
+    if end >= 0:
+        repo = app.config.html_theme_options.get("repository_url", "") or "#"
+        href = f"{context['pathto']('_sources', 1)}/{pagename}.ipynb"
+        context["body"] = body[: end + 5] + NOTE.format(href=href, repo=repo) + body[end + 5:]
+
+
+def _copy_notebooks(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    src = _executed(app)
+    for nb in src.rglob("*.ipynb") if src.exists() else []:
+        target = Path(app.outdir) / "_sources" / nb.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(nb, target)
+
+
+def setup(app):
+    # before sphinx-book-theme builds its download buttons (priority 501)
+    app.connect("html-page-context", _offer_notebook, priority=400)
+    app.connect("build-finished", _copy_notebooks)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

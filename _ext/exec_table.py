@@ -3,7 +3,7 @@
 myst-nb's ``nb-exec-table`` lists pages alphabetically and marks success with an emoji that shows as an
 empty box where no emoji font is installed. This table reads the same execution data (myst-nb's metadata
 collector) but lists the pages in the order of ``_toc.yml``, says "ok" or "failed" in words, and ends with
-the total run time.
+the total run time. (A page taken from the execution cache shows the time of the run that produced it.)
 """
 from __future__ import annotations
 
@@ -63,12 +63,12 @@ class BookExecTableTransform(SphinxPostTransform):
             docs = [d for d in order if data.get(d, {}).get("exec_data")]
             docs += sorted(d for d in data if data[d].get("exec_data") and d not in docs)
             table = nodes.table(classes=["colwidths-auto"])
-            tgroup = nodes.tgroup(cols=4)
+            tgroup = nodes.tgroup(cols=3)
             table += tgroup
-            for _ in range(4):
-                tgroup += nodes.colspec(colwidth=25)
+            for w in (60, 20, 20):
+                tgroup += nodes.colspec(colwidth=w)
             thead = nodes.thead()
-            thead += _row(["Page", "Run time (s)", "Executed", "Result"])
+            thead += _row(["Page", "Run time (s)", "Result"])
             tgroup += thead
             body = nodes.tbody()
             total = 0.0
@@ -83,9 +83,8 @@ class BookExecTableTransform(SphinxPostTransform):
                 runtime = ex.get("runtime")
                 total += runtime or 0.0
                 body += _row([para, "-" if runtime is None else f"{runtime:.1f}",
-                              "from the cache" if ex.get("method") == "cache" else str(ex.get("method", "")),
                               "ok" if ex.get("succeeded") else "failed"])
-            body += _row([nodes.paragraph(text="Total"), f"{total:.0f}", "", ""])
+            body += _row([nodes.paragraph(text="Total"), f"{total:.0f}", ""])
             tgroup += body
             node.replace_self(table)
 

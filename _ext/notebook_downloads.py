@@ -41,14 +41,41 @@ def _offer_notebook(app, pagename, templatename, context, doctree):
         context["body"] = body[: end + 5] + NOTE.format(href=href, repo=repo) + body[end + 5:]
 
 
+def _with_outputs(app, path: Path):
+    """The executed notebook at ``path``, with its outputs. When a page is taken from the execution cache,
+    myst-nb writes the notebook *without* outputs; they are then merged back from jupyter-cache."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.get("cell_type") == "code"]
+    if not code or any(c.get("outputs") for c in code):
+        return None  # nothing to merge: copy the file as it is
+    cache_path = getattr(app.env.mystnb_config, "execution_cache_path", None)
+    if not cache_path or not Path(cache_path).exists():
+        return None
+    from jupyter_cache import get_cache
+
+    try:
+        _, merged = get_cache(cache_path).merge_match_into_notebook(nb)
+    except KeyError:
+        return None
+    return merged
+
+
 def _copy_notebooks(app, exception):
     if exception is not None or app.builder.format != "html":
         return
+    import nbformat
+
     src = _executed(app)
     for nb in src.rglob("*.ipynb") if src.exists() else []:
         target = Path(app.outdir) / "_sources" / nb.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(nb, target)
+        merged = _with_outputs(app, nb)
+        if merged is None:
+            shutil.copyfile(nb, target)
+        else:
+            nbformat.write(merged, target)
 
 
 def setup(app):

@@ -19,13 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import rnnbook as rb  # noqa: E402
+import rnnbook as rb  # noqa: E402  -- before torch: it sets torch's OpenMP wait policy (rnnbook/__init__.py)
+import torch  # noqa: E402
 from rnnbook import ntk  # noqa: E402
 import harness as H  # noqa: E402
 

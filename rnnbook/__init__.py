@@ -7,7 +7,8 @@ Every chapter imports it. The modules, in layers; each imports only from layers 
    :mod:`~rnnbook.checks` (argument validation), :mod:`~rnnbook.rng` (seeds derived from names, generators),
    :mod:`~rnnbook.paper` (every parameter and bound of the paper, and the book's step size),
    :mod:`~rnnbook.profiles` (experiment sizes of every chapter), :mod:`~rnnbook.stats` (medians, log-log slope
-   fits with uncertainty), :mod:`~rnnbook.plotting` (the figure style);
+   fits with uncertainty), :mod:`~rnnbook.probability` (the Monte Carlo checks of Appendix A's tools),
+   :mod:`~rnnbook.plotting` (the figure style);
 2. the model and the data -- :mod:`~rnnbook.model` (the RNN, initialisation, forward pass, loss, BPTT),
    :mod:`~rnnbook.functional` (f(W) and the fake objective as functions of W, for autograd and ``torch.func``),
    :mod:`~rnnbook.data` (data meeting the paper's assumptions);
@@ -15,9 +16,14 @@ Every chapter imports it. The modules, in layers; each imports only from layers 
    Lanczos), :mod:`~rnnbook.products` (masked products, backward operators), :mod:`~rnnbook.forward_stats`
    (B.3), :mod:`~rnnbook.projections` (B.6, B.9), :mod:`~rnnbook.kernels` (the infinite-width limit);
 4. perturbations (Appendix C) -- :mod:`~rnnbook.perturb`;
-5. gradients -- :mod:`~rnnbook.ntk` (Gram matrices of per-sample gradients and of output Jacobians);
-6. training (Appendices H, I) -- :mod:`~rnnbook.training` (GD and SGD with recorders; ``rb.train`` is its loop);
-7. the chapters' helpers -- :mod:`~rnnbook.book` (glue, verdicts, sweeps, the exercises' self-check).
+5. gradients and smoothness (Appendices D-G) -- :mod:`~rnnbook.ntk` (Gram matrices of per-sample gradients and
+   of output Jacobians), :mod:`~rnnbook.gradients` (indicator and backward coordinates, the fake gradient, the
+   randomness decomposition of E), :mod:`~rnnbook.smoothness` (the D'' expansion and the remainder of Theorem 4);
+6. training (Appendices H, I) -- :mod:`~rnnbook.training` (GD and SGD with recorders, the linearised model;
+   ``rb.train`` is its loop), :mod:`~rnnbook.width` (batched sweeps over width for "how wide is wide enough");
+7. the chapters' helpers -- :mod:`~rnnbook.book` (glue, verdicts, sweeps, the exercises' self-check),
+   :mod:`~rnnbook.explorer` (explorers that work without a kernel), :mod:`~rnnbook.synthesis` (every measured
+   exponent beside its bound's, read from the pages of the current build).
 
 Private: :mod:`rnnbook._loops` (the fast forward and BPTT loops) and :mod:`rnnbook._gemm` (their matrix
 kernels, chosen by measurement on the machine at hand).
@@ -51,7 +57,8 @@ from .rng import seed
 from .training import train, TrainHistory
 from .stats import loglog_slope, loglog_slope_or_none, SlopeFit, median_band, fraction
 from .profiles import sizes
-from . import (book, checks, config, data, forward_stats, functional, kernels, linalg, model, ntk,  # noqa: E402
-               paper, perturb, plotting, products, profiles, projections, rng, stats, training)
+from . import (book, checks, config, data, explorer, forward_stats, functional, gradients, kernels,  # noqa: E402
+               linalg, model, ntk, paper, perturb, plotting, probability, products, profiles, projections, rng,
+               smoothness, stats, synthesis, training, width)
 
 __version__ = "0.1.0"

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import checks
+from .config import profile as _profile
 from .stats import SlopeFit
 
 #: A fitted exponent agrees with a prediction when it is within N_SIGMA standard errors of it (and never
@@ -38,13 +39,67 @@ def _glue(key: str, value) -> None:
     glue(key, value, display=False)
 
 
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def format_number(value, sig: int = 2) -> str:
+    """A number as a reader writes it: ``sig`` significant digits, and powers of ten for very large or small
+    magnitudes ("5.7 × 10²²", "3.1 × 10⁻⁸", "3300", "0.047"); "not computed" for NaN."""
+    v = float(value)
+    if math.isnan(v):
+        return "not computed"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    if v == 0:
+        return "0"
+    sig = checks.positive_int("sig", sig)
+    exp = math.floor(math.log10(abs(v)))
+    if -3 <= exp < 5:
+        r = round(v, sig - 1 - exp)             # may round to tens or hundreds: 3293 -> 3300
+        exp = math.floor(math.log10(abs(r))) if r else exp
+        decimals = max(sig - 1 - exp, 0)
+        text = f"{r:.{decimals}f}"
+    else:
+        mant = round(v / 10 ** exp, sig - 1)
+        if abs(mant) >= 10:
+            mant, exp = mant / 10, exp + 1
+        text = f"{mant:.{sig - 1}f} × 10{str(exp).translate(_SUPERSCRIPT)}"
+    return text.replace("-", "−")
+
+
+def format_with_error(value, err) -> str:
+    """``value ± err`` with as many decimals as the uncertainty supports (two significant digits of it when
+    it starts with 1 or 2, else one): "0.63 ± 0.04", "−0.17 ± 0.12"; the value alone if err is NaN."""
+    v, e = float(value), float(err)
+    if math.isnan(v):
+        return "not computed"
+    if not math.isfinite(e) or e <= 0:
+        return format_number(v, 3)
+    lead = e / 10 ** math.floor(math.log10(e))
+    digits = 2 if lead < 3 else 1
+    decimals = max(digits - 1 - math.floor(math.log10(e)), 0)
+    return f"{v:.{decimals}f} ± {e:.{decimals}f}".replace("-", "−")
+
+
+def glue_number(key: str, value, sig: int = 2) -> None:
+    """Glue ``value`` as text in a reader's format (:func:`format_number`), for a number quoted in the prose
+    with the ``glue:text`` role and no format spec."""
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    _glue(key, format_number(value, sig))
+
+
 def glue_fit(key: str, fit: SlopeFit | None) -> None:
     """Glue a fitted exponent as ``key`` and its bootstrap uncertainty as ``key + "_err"`` (plain floats; NaN
-    when ``fit`` is None, i.e. there were too few positive points to fit)."""
+    when ``fit`` is None, i.e. there were too few positive points to fit), and both as text in a reader's
+    format as ``key + "_pm"`` ("0.63 ± 0.04", :func:`format_with_error`), for the prose."""
     if fit is not None and not isinstance(fit, SlopeFit):
         raise TypeError(f"fit must be a rnnbook.stats.SlopeFit or None, got {type(fit).__name__}")
-    _glue(key, float(fit.slope) if fit is not None else math.nan)
-    _glue(f"{key}_err", float(fit.stderr) if fit is not None else math.nan)
+    slope = float(fit.slope) if fit is not None else math.nan
+    err = float(fit.stderr) if fit is not None else math.nan
+    _glue(key, slope)
+    _glue(f"{key}_err", err)
+    _glue(f"{key}_pm", format_with_error(slope, err))
 
 
 def verdict(fit: SlopeFit | None, exponent: float, *, name: str, kind: str = "upper") -> str:
@@ -94,6 +149,43 @@ def sweep(fn, values) -> dict:
             out[k] = {q: stack([r[k][q] for r in rows]) for q in v}
         else:
             out[k] = stack([r[k] for r in rows])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# values glued by other pages (for a page that compares chapters)
+
+def glued_by(page: str) -> dict:
+    """The values another page of this build glued, ``{key: value}`` (floats where they parse as numbers).
+
+    ``page`` is a docname such as ``"chapters/forward_stability"``. The build (tools/build_book.py) tells its
+    kernels where it writes executed pages (``$RNNBOOK_BUILD_DIR``); the page must have been executed earlier
+    in the same build (Sphinx reads pages in the order of their names). Prose should paste values with
+    myst-nb's cross-page glue (the ``glue:text`` role with ``page.md::key:s``) instead: this is for computations and figures.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    build = os.environ.get("RNNBOOK_BUILD_DIR")
+    if not build:   # a reader's kernel (make lab): the repository's last build of the active profile
+        repo = Path(__file__).resolve().parent.parent
+        guess = repo / "_build" if _profile() == "full" else repo / "_build" / _profile() / "_build"
+        if not (guess / "jupyter_execute").is_dir():
+            raise RuntimeError("glued_by() reads the values other pages glued in a build of the book: build it "
+                               f"first (make book or make book-quick), or set RNNBOOK_BUILD_DIR to a build's _build "
+                               f"folder (looked for {guess})")
+        build = str(guess)
+    path = Path(build) / "jupyter_execute" / f"{page}.glue.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: page {page!r} has not been executed in this build (yet)")
+    out = {}
+    for key, cell in json.loads(path.read_text()).items():
+        text = cell.get("data", {}).get("text/plain", "")
+        try:
+            out[key] = float(text)
+        except ValueError:
+            out[key] = text.strip("'\"")
     return out
 
 

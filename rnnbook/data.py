@@ -159,7 +159,8 @@ class AssumptionReport:
 
 
 def check_assumptions(x: torch.Tensor, delta: float, *, tol: float = 1e-5) -> AssumptionReport:
-    """Report every way ``x`` (n, L, d_x) breaks Section 2.1 / Assumption 2.1 for separation ``delta``."""
+    """Report every way ``x`` (n, L, d_x) breaks Section 2.1 / Assumption 2.1 for separation ``delta``.
+    Sequences and steps are numbered from 1 in the messages, as in the paper."""
     checks.tensor("x", x, ndim=3)
     delta = checks.real_in("delta", delta, 0.0, 1.0, low_open=True)
     rep = AssumptionReport()
@@ -167,16 +168,16 @@ def check_assumptions(x: torch.Tensor, delta: float, *, tol: float = 1e-5) -> As
     over = (norms > 1 + tol).nonzero()
     if over.numel():
         i, l = over[0].tolist()
-        rep.violations.append(f"||x_(i,l)|| <= 1 fails at {over.shape[0]} tokens, e.g. i={i}, l={l + 1}: norm {norms[i, l]:.6g}")
+        rep.violations.append(f"||x_(i,l)|| <= 1 fails at {over.shape[0]} tokens, e.g. i={i + 1}, l={l + 1}: norm {norms[i, l]:.6g}")
     first = norms[:, 0]
     off = ((first - 1).abs() > tol).nonzero().flatten()
     if off.numel():
-        rep.violations.append(f"||x_(i,1)|| = 1 fails for {off.numel()} sequences, e.g. i={off[0].item()}: norm {first[off[0]]:.6g}")
+        rep.violations.append(f"||x_(i,1)|| = 1 fails for {off.numel()} sequences, e.g. i={off[0].item() + 1}: norm {first[off[0]]:.6g}")
     last = x[:, 0, -1].to(torch.float64)
     off = ((last - FIRST_TOKEN_LAST).abs() > tol).nonzero().flatten()
     if off.numel():
         rep.violations.append(f"last coordinate of x_(i,1) = 1/sqrt(2) fails for {off.numel()} sequences, "
-                              f"e.g. i={off[0].item()}: {last[off[0]]:.6g}")
+                              f"e.g. i={off[0].item() + 1}: {last[off[0]]:.6g}")
     rep.min_distance = min_first_token_distance(x)
     if rep.min_distance < delta - tol:
         rep.violations.append(f"delta-separability fails: min_(i!=j) ||x_(i,1) - x_(j,1)|| = {rep.min_distance:.6g} < delta = {delta}")

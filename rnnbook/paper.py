@@ -266,6 +266,221 @@ def initial_loss_bound(n: int, rho_: float, L: int) -> float:
     return _size("n", n) * _pow(_pos("rho", rho_), 2) * float(_size("L", L)) ** 3
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Appendix A: the probability tools (the chapter "Probability tools")
+
+__all__ += [
+    "a3_upper_threshold", "a3_lower_threshold", "a3_bound", "a4_bound", "a4_b_for_exponent", "a8_exponent",
+    "a8_one_sided_bound", "a8_bound", "a9_bound", "a9_width_for", "b3_epsilon", "a17_linf_threshold",
+    "a17_l2_bound", "a17_probability_exponent", "a18_bound", "a19_bound", "A19_OMEGA_MCDIARMID",
+]
+
+
+def a3_upper_threshold(k: int, t: float) -> float:
+    """Lemma A.3 (Laurent-Massart), upper tail: ``Pr[X - k >= 2 sqrt(k t) + 2 t] <= e^{-t}`` for ``X ~ chi^2_k``;
+    this is the level ``k + 2 sqrt(k t) + 2 t``."""
+    k, t = _size("k", k), _pos("t", t)
+    return k + 2.0 * math.sqrt(k * t) + 2.0 * t
+
+
+def a3_lower_threshold(k: int, t: float) -> float:
+    """Lemma A.3, lower tail: ``Pr[k - X >= 2 sqrt(k t)] <= e^{-t}``; this is the level ``k - 2 sqrt(k t)``
+    (negative, an impossible event, once ``t > k/4``)."""
+    k, t = _size("k", k), _pos("t", t)
+    return k - 2.0 * math.sqrt(k * t)
+
+
+def a3_bound(t: float) -> float:
+    """Lemma A.3: each tail has probability at most ``e^{-t}``."""
+    return math.exp(-_pos("t", t))
+
+
+def a4_bound(n: int, b: float) -> float:
+    """Lemma A.4: ``Pr[| ||x||^2 - n sigma^2 | >= n sigma^2 / b] <= 2 exp(-n / (8 b^2))`` for x with n i.i.d.
+    ``N(0, sigma^2)`` entries."""
+    return 2.0 * math.exp(-_size("n", n) / (8.0 * _pos("b", b) ** 2))
+
+
+def a4_b_for_exponent(n: int, t: float) -> float:
+    """The ``b`` at which Lemma A.4's exponent ``n / (8 b^2)`` equals ``t`` (so its bound is ``2 e^{-t}``)."""
+    return math.sqrt(_size("n", n) / (8.0 * _pos("t", t)))
+
+
+def a8_exponent(eps: float, n: int) -> float:
+    """The exponent ``eps^2 n / 100`` of Lemmas A.6-A.8 (and, with n = m, of Corollary A.9)."""
+    return checks.real_in("eps", eps, 0.0, 1.0, low_open=True, high_open=True) ** 2 * _size("n", n) / 100.0
+
+
+def a8_one_sided_bound(eps: float, n: int) -> float:
+    """Lemmas A.6 and A.7: each one-sided deviation of ``||phi(x)||`` from ``sqrt(n/2) sigma`` by a factor
+    ``1 -+ eps`` has probability at most ``e^{-eps^2 n / 100}`` (A.7 prints the exponent without its minus sign)."""
+    return math.exp(-a8_exponent(eps, n))
+
+
+def a8_bound(eps: float, n: int) -> float:
+    """Lemma A.8: ``||phi(x)|| in ((1 - eps), (1 + eps)) sqrt(n/2) sigma`` except with probability at most
+    ``2 e^{-eps^2 n / 100}``."""
+    return 2.0 * a8_one_sided_bound(eps, n)
+
+
+def a9_bound(eps: float, m: int) -> float:
+    """Corollary A.9: ``||phi(A x)|| in (1 +- eps) sigma ||x||`` except with probability at most
+    ``2 e^{-eps^2 m / 100}`` (A with i.i.d. ``N(0, 2 sigma^2 / m)`` entries, x fixed)."""
+    return a8_bound(eps, m)
+
+
+def a9_width_for(eps: float, target: float) -> float:
+    """The width at which Corollary A.9's bound ``2 e^{-eps^2 m / 100}`` equals ``target``:
+    ``m = 100 log(2 / target) / eps^2``."""
+    eps = checks.real_in("eps", eps, 0.0, 1.0, low_open=True, high_open=True)
+    target = checks.real_in("target", target, 0.0, 2.0, low_open=True, high_open=True)
+    return 100.0 * math.log(2.0 / target) / eps ** 2
+
+
+def b3_epsilon(L: int) -> float:
+    """The ``eps = 1/(4L)`` with which the proof of Lemma B.3 applies Corollaries A.9 and A.10 at every step."""
+    return 1.0 / (4.0 * _size("L", L))
+
+
+def a17_linf_threshold(m: int) -> float:
+    """Lemma A.17: the l_inf part obeys ``||y_2||_inf <= (log m / sqrt(m)) ||x||``; this is ``log m / sqrt(m)``."""
+    m = _size("m", m)
+    return math.log(m) / math.sqrt(m)
+
+
+def a17_l2_bound(s: int, m: int) -> float:
+    """Lemma A.17: the l_2 part obeys ``||y_1|| <= (sqrt(s) log^2 m / sqrt(m)) ||x||`` (for ``d <= s <= m``)."""
+    m = _size("m", m)
+    s = _size("s", s)
+    if s > m:
+        raise ValueError(f"s must satisfy s <= m (Lemma A.17 needs d <= s <= m), got s={s}, m={m}")
+    return math.sqrt(s) * math.log(m) ** 2 / math.sqrt(m)
+
+
+def a17_probability_exponent(s: int, m: int) -> float:
+    """Lemma A.17 holds with probability ``1 - e^{-Omega(s log^2 m)}``: this exponent ``s log^2 m``."""
+    return _size("s", s) * math.log(_size("m", m)) ** 2
+
+
+def a18_bound(N: int, c: float, t: float) -> float:
+    """Lemma A.18 (McDiarmid), read with ``<=`` in the bounded-difference condition (the PDF prints ``>=``):
+    if changing any one of N independent arguments moves f by at most c, ``Pr[f - E f <= -t] <= exp(-2 t^2 / (N c^2))``
+    (and the same for the upper tail)."""
+    return math.exp(-2.0 * _pos("t", t) ** 2 / (_size("N", N) * _pos("c", c) ** 2))
+
+
+#: The constant in A.19's ``exp(-Omega(mu^2 / (N (c^2 + p))))`` at which, for p = 0, the bound is McDiarmid's
+#: (Lemma A.18 with t = mu/2 gives exp(-mu^2 / (2 N c^2))). The paper hides this constant in its Omega.
+A19_OMEGA_MCDIARMID = 0.5
+
+
+def a19_bound(N: int, p: float, mu: float, c: float, omega: float = 1.0) -> float:
+    """Lemma A.19: ``Pr[f < mu/2] <= N^2 sqrt(p) + exp(-omega mu^2 / (N (c^2 + p)))`` (``omega`` is the constant
+    hidden in its ``Omega``; 1 by this module's convention, :data:`A19_OMEGA_MCDIARMID` to match McDiarmid at
+    p = 0)."""
+    N = _size("N", N)
+    p = checks.real_in("p", p, 0.0, 1.0)
+    mu = checks.real_in("mu", mu, 0.0, 1.0, low_open=True)
+    c, omega = _pos("c", c), _pos("omega", omega)
+    return N ** 2 * math.sqrt(p) + math.exp(-omega * mu ** 2 / (N * (c ** 2 + p)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Appendices D, E, F: the sizes and bounds behind the gradient lower bound (Part IV)
+
+__all__ += [
+    "d2_min_set", "d7_min_set", "e2_frobenius", "e2_per_sample", "e2_row", "e3_theta_range", "E4_TAIL_PROBABILITY",
+    "e4_u_inf_bound", "thm5_set_size", "f1_change_bound",
+]
+
+
+def d2_min_set(n: int, L: int, beta_minus_: float) -> float:
+    """Lemma D.2 holds for a fixed set ``N_1`` of neurons with ``|N_1| >= n^2 L^2 / beta_-``: this size."""
+    return _size("n", n) ** 2 * _size("L", L) ** 2 / _pos("beta_minus", beta_minus_)
+
+
+def d7_min_set(rho_: float) -> float:
+    """Lemma D.7 holds for a set ``N_4`` with ``|N_4| in [rho^4, varrho^100]``: the lower end ``rho^4``."""
+    return _pow(_pos("rho", rho_), 4)
+
+
+def e2_frobenius(n: int, L: int) -> float:
+    """Lemma E.2: ``||fake grad f||_F <= O(n L^6 sqrt(m)) max ||loss||``; this is ``n L^6``."""
+    return _size("n", n) * float(_size("L", L)) ** 6
+
+
+def e2_per_sample(L: int) -> float:
+    """Lemma E.2: ``||fake grad f_i||_F <= O(L^6 sqrt(m)) max ||loss||``; this is ``L^6``."""
+    return float(_size("L", L)) ** 6
+
+
+def e2_row(n: int, rho_: float, L: int) -> float:
+    """Lemma E.2: every row ``||fake grad_k f|| <= O(n rho L^3) max ||loss||``; this is ``n rho L^3``."""
+    return _size("n", n) * _pos("rho", rho_) * float(_size("L", L)) ** 3
+
+
+def e3_theta_range(beta_minus_: float, beta_plus_: float, rho_: float) -> tuple[float, float]:
+    """Definition E.3: ``theta`` may be any value in ``[rho^4 beta_-, beta_+ / rho^3]`` (an empty range unless
+    ``beta_+ / beta_- >= rho^7``, which holds for the paper's ``beta_+ / beta_- = rho^8``)."""
+    r = _pos("rho", rho_)
+    return _pow(r, 4) * _pos("beta_minus", beta_minus_), _pos("beta_plus", beta_plus_) / _pow(r, 3)
+
+
+#: Lemma E.4(c): ``Pr[u_k >= theta / (2 sqrt m)] >= 1/4`` and ``Pr[u_k <= -theta / (2 sqrt m)] >= 1/4``.
+E4_TAIL_PROBABILITY = 0.25
+
+
+def e4_u_inf_bound(theta: float, rho_: float, m: int) -> float:
+    """Lemma E.4(d): ``||u||_inf <= 3 theta rho / (2 sqrt(m))`` with high probability."""
+    return 3.0 * _pos("theta", theta) * _pos("rho", rho_) / (2.0 * math.sqrt(_size("m", m)))
+
+
+def thm5_set_size(rho_: float, beta_minus_: float) -> float:
+    """The proof of Theorem 5 (Appendix E.4) applies Lemma A.19 to sets of ``|N| = rho^22 / beta_-^2`` neurons."""
+    return _pow(_pos("rho", rho_), 22) / _pos("beta_minus", beta_minus_) ** 2
+
+
+def f1_change_bound(rho_: float, tau0: float, m: int) -> float:
+    """Lemma F.1's key estimate: ``||fake grad f(W~ + W') - fake grad f(W~)||_F <= O(rho^8 tau0^{1/3} m^{1/3})
+    max ||loss||``; this is ``rho^8 tau0^{1/3} m^{1/3}`` (against ``||fake grad f|| ~ sqrt(m)``)."""
+    return _pow(_pos("rho", rho_), 8) * _pos("tau0", tau0) ** (1 / 3) * _size("m", m) ** (1 / 3)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Appendices G, H, I: semi-smoothness and the convergence proofs (Part V)
+
+__all__ += ["thm4_bound", "thm1_rate", "thm1_proof_iterations", "thm2_azuma_deviation"]
+
+
+def thm4_bound(rho_: float, tau0: float, L: int, n: int, m: int, loss_norm: float, Wp_norm: float) -> float:
+    """Theorem 4 (Appendix G): ``f(W_breve + W') - f(W_breve) - <grad f(W_breve), W'> <= rho^11 tau0^{1/3}
+    m^{1/3} ||loss_{i*,l*}|| ||W'||_2 + L^18 n m ||W'||_2^2``; this right-hand side (hidden constants 1)."""
+    loss_norm = checks.real_in("loss_norm", loss_norm, 0.0, math.inf, high_open=True)
+    Wp_norm = checks.real_in("Wp_norm", Wp_norm, 0.0, math.inf, high_open=True)
+    return thm4_linear(rho_, tau0, m) * loss_norm * Wp_norm + thm4_quadratic(L, n, m) * Wp_norm ** 2
+
+
+def thm1_rate(eta: float, delta: float, m: int, rho_: float) -> float:
+    """Appendix H: the decrease ``eta delta m / rho^15`` of one GD step, ``f_{t+1} <= (1 - rate) f_t`` (the rate
+    itself, which :func:`thm1_contraction` loses to rounding when it is below 1e-16)."""
+    return _pos("eta", eta) * _pos("delta", delta) * _size("m", m) / _pow(_pos("rho", rho_), 15)
+
+
+def thm1_proof_iterations(eta: float, delta: float, m: int, rho_: float, n: int, L: int, eps: float) -> float:
+    """The proof of Theorem 1 (Appendix H, step 5): with the contraction ``1 - eta delta m / rho^15`` per step,
+    ``T = rho^15 / (eta delta m) log(n L^2 / eps)`` steps reach ``f <= eps``; this T (for any eta)."""
+    eps = checks.real_in("eps", eps, 0.0, 1.0, low_open=True)
+    return _pow(_pos("rho", rho_), 15) / (_pos("eta", eta) * _pos("delta", delta) * _size("m", m)) * \
+        math.log(_size("n", n) * _size("L", L) ** 2 / eps)
+
+
+def thm2_azuma_deviation(t: int, eta: float, m: int, rho_: float) -> float:
+    """The proof of Theorem 2 (Appendix I): after t SGD steps, ``log f(W_t)`` deviates from its expectation's
+    bound by at most ``sqrt(t) rho^12 eta m rho`` (one-sided Azuma); this deviation."""
+    t = checks.int_at_least("t", t, 0)
+    return math.sqrt(t) * _pow(_pos("rho", rho_), 13) * _pos("eta", eta) * _size("m", m)
+
+
 # ==========================================================================================================
 # THE BOOK'S CHOICE, NOT THE PAPER'S
 #

@@ -368,31 +368,58 @@ def product_norms(pert: Perturbed, l1: int, l2: int, *, tol: float = 1e-4, iters
     """Spectral norms of Lemma C.7 for the product ``P(l1, l2)``, maximised over samples; a dict of (E,) tensors.
 
     ``"tilde"``: ``||prod D~ W~||``; ``"masks"``: ``||prod (D~+D') W~||`` (new masks, old W);
-    ``"full"``: ``||prod (D~+D')(W~+W')||``; ``"diff"``: ``||prod D W - prod D~ W~||``. Matrix-free Lanczos
-    (:mod:`rnnbook.linalg`) over all networks and samples at once.
+    ``"full"``: ``||prod (D~+D')(W~+W')||``; ``"diff"``: ``||prod D W - prod D~ W~||``.
+
+    Matrix-free Lanczos (:func:`rnnbook.linalg.top_singular_values`) with the four operators as four problems
+    of one run: at every step the rows of the chains through W~ (masks D~ for "tilde" and "diff", D for
+    "masks") go through one product with W~, those through W ("full", "diff") through one product with W. The
+    products are memory-bound (rows are few, W is large), so reading each matrix once per step instead of once
+    per operator is what makes this fast.
     """
     _check_pert(pert)
     L = pert.fw.L
     products._check_range(L, l1, l2)
     Wt, W = pert.W_tilde, pert.W
-    Dt, D = pert.fw_tilde.D, pert.fw.D
+    Dt, D = pert.fw_tilde.D.to(W.dtype), pert.fw.D.to(W.dtype)
     E, n, m = pert.params.ensemble, pert.fw.n, pert.params.m
-    kw = dict(tol=tol, iters=iters)
-    out = {name: products.product_norm(Wx, Dx, l1, l2, **kw).amax(dim=1)
-           for name, (Wx, Dx) in {"tilde": (Wt, Dt), "masks": (Wt, D), "full": (W, D)}.items()}
-    D4, D4t = D, Dt
+    # problems 0..3 = tilde, masks, full, diff; chains: A = (W~, D~) for {0, 3}, B = (W~, D) for {1}, C = (W, D)
+    # for {2, 3}. Rows arrive as (E n, k, m) with k = number of problems still iterating (idx).
 
-    def apply(V, idx):
-        V4 = V.reshape(E, n, -1, m)
-        return (products.apply_product(W, D4, V4, l1, l2) - products.apply_product(Wt, D4t, V4, l1, l2)).reshape(E * n, -1, m)
+    def run(V, idx, transpose):
+        ids = idx.tolist()
+        X = V.reshape(E, n, len(ids), m)
+        pick = lambda want: [j for j, p in enumerate(ids) if p in want]
+        a, b, c = pick({0, 3}), pick({1}), pick({2, 3})
+        XA, XB, XC = X[:, :, a], X[:, :, b], X[:, :, c]
+        steps = range(l2, l1 - 1, -1) if transpose else range(l1, l2 + 1)
+        for l in steps:
+            ka = len(a)
+            if transpose:  # rows map by (D_l W)^T = W^T D_l: mask first, then the product
+                left = torch.cat([XA * Dt[:, :, l].unsqueeze(2), XB * D[:, :, l].unsqueeze(2)], dim=2)
+                left = torch.matmul(left.reshape(E, -1, m), Wt).reshape(E, n, -1, m)
+                XC = torch.matmul((XC * D[:, :, l].unsqueeze(2)).reshape(E, -1, m), W).reshape(E, n, -1, m)
+                XA, XB = left[:, :, :ka], left[:, :, ka:]
+            else:
+                left = torch.matmul(torch.cat([XA, XB], dim=2).reshape(E, -1, m), Wt.transpose(-1, -2)).reshape(E, n, -1, m)
+                XA, XB = left[:, :, :ka] * Dt[:, :, l].unsqueeze(2), left[:, :, ka:] * D[:, :, l].unsqueeze(2)
+                XC = torch.matmul(XC.reshape(E, -1, m), W.transpose(-1, -2)).reshape(E, n, -1, m) * D[:, :, l].unsqueeze(2)
+        out = torch.empty_like(X)
+        for j, p in enumerate(ids):
+            if p == 0:
+                out[:, :, j] = XA[:, :, a.index(j)]
+            elif p == 1:
+                out[:, :, j] = XB[:, :, b.index(j)]
+            elif p == 2:
+                out[:, :, j] = XC[:, :, c.index(j)]
+            else:
+                out[:, :, j] = XC[:, :, c.index(j)] - XA[:, :, a.index(j)]
+        return out.reshape(E * n, len(ids), m)
 
-    def apply_T(U, idx):
-        U4 = U.reshape(E, n, -1, m)
-        return (products.apply_product_T(W, D4, U4, l1, l2) - products.apply_product_T(Wt, D4t, U4, l1, l2)).reshape(E * n, -1, m)
-
-    start = linalg.random_start((E * n, 1, m), seed=0, device=W.device, dtype=W.dtype)
-    out["diff"] = linalg.top_singular_values(apply, apply_T, start, **kw)[:, 0].reshape(E, n).amax(dim=1)
-    return out
+    start = linalg.random_start((E * n, 4, m), seed=0, device=W.device, dtype=W.dtype)
+    res = linalg.top_singular_values(lambda V, idx: run(V, idx, False), lambda U, idx: run(U, idx, True), start,
+                                     tol=tol, iters=iters)  # (E n, 4)
+    res = res.reshape(E, n, 4).amax(dim=1)
+    return {"tilde": res[:, 0], "masks": res[:, 1], "full": res[:, 2], "diff": res[:, 3]}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -430,8 +457,11 @@ def backward_change(pert: Perturbed, a: torch.Tensor) -> BackwardChange:
     a = _unit_rows("a", a, p.ensemble, p.d, p.A)
     Wt, W = pert.W_tilde, pert.W
     Dt, D = pert.fw_tilde.D, pert.fw.D
-    r = {"tt": products.backward_rows(a, p.B, Wt, Dt), "Dt": products.backward_rows(a, p.B, Wt, D),
-         "tW": products.backward_rows(a, p.B, W, Dt), "DW": products.backward_rows(a, p.B, W, D)}
+    n = pert.fw.n
+    # the two mask sets that share a W go through one call (stacked as samples): W is read half as often
+    r_t = products.backward_rows(a, p.B, Wt, torch.cat([Dt, D], dim=1))
+    r_W = products.backward_rows(a, p.B, W, torch.cat([Dt, D], dim=1))
+    r = {"tt": r_t[:, :n], "Dt": r_t[:, n:], "tW": r_W[:, :n], "DW": r_W[:, n:]}
     L = pert.fw.L
     valid = torch.ones(L, L, dtype=torch.bool, device=p.device).triu()  # [l1 - 1, l2 - 1] with l1 <= l2
     size = r["tt"].norm(dim=-1)  # (E, n, L, L)

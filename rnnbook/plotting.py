@@ -61,6 +61,23 @@ def log_axes(ax, *, x: bool = True, y: bool = True) -> None:
             axis.set_minor_formatter(NullFormatter())
 
 
+def short_log_ticks(ax, axis: str = "y") -> None:
+    """Label 1-2-5 ticks on a log axis that spans two decades or less (:func:`log_axes` labels only powers of
+    ten, and none may fall inside a short range). Call it after plotting, when the limits are known."""
+    import math
+
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    if lo <= 0 or hi / lo > 100:
+        return
+    subs = (1, 2, 3, 5, 7) if hi / lo <= 10 else (1, 2, 5)
+    ks = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks = [t for t in (c * 10.0 ** k for k in ks for c in subs) if lo <= t <= hi]
+    (ax.set_yticks if axis == "y" else ax.set_xticks)(ticks, [f"{t:g}" for t in ticks])
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
+
+
 def legend_outside(ax_or_fig, *, ncol: int = 3, **kw):
     """A legend below the axes (or the whole figure), off the data."""
     kw.setdefault("frameon", False)

@@ -460,21 +460,22 @@ def backward_rows(a: torch.Tensor, B: torch.Tensor, W: torch.Tensor, D: torch.Te
     """``r(l1, l2) = a^T B P(l1, l2)`` for all ``1 <= l1 <= l2 <= L`` (the rows of Lemma C.9): indexed
     ``[..., l1-1, l2-1, :]`` -- (E, L, L, m) for 3-D masks, (E, n, L, L, m) for 4-D -- zero where ``l1 > l2``.
 
-    ``a``: (d,) or (E, d), used as given. Each l2 is one backward sweep of masked vector-matrix products, so
-    all spans cost L^2/2 products."""
+    ``a``: (d,) or (E, d), used as given. The sweeps of all l2 advance together: at step l every row with
+    ``l2 >= l`` is multiplied by the same ``D_l W``, so W is read L times in all (one batched product per
+    step), not L(L+1)/2 times -- these products are memory-bound."""
     L = _check_WD(W, D)
     _check_B(B, W)
     a2 = _unit_or_given(a, B)
     D4, _, back_shape = _as4(D, None)
     E, n, m = D4.shape[0], D4.shape[1], W.shape[-1]
     Dm = D4.to(W.dtype)
-    aB = torch.bmm(a2.unsqueeze(1), B)                                   # (E, 1, m)
+    start = torch.bmm(a2.unsqueeze(1), B).unsqueeze(1).expand(E, n, 1, m)  # a^T B, for every sample
     out = torch.zeros(E, n, L, L, m, device=W.device, dtype=W.dtype)
-    for l2 in range(1, L + 1):
-        X = aB.unsqueeze(1).expand(E, n, 1, m)
-        for l1 in range(l2, 0, -1):
-            X = _step_T(X, _W(W, l1), Dm[:, :, l1])
-            out[:, :, l1 - 1, l2 - 1] = X[:, :, 0]
+    X = None  # (E, n, k, m): the running rows of the sweeps l2 = L, L-1, ..., l (k = L - l + 1)
+    for l in range(L, 0, -1):
+        X = start if X is None else torch.cat([X, start], dim=2)
+        X = _step_T(X, _W(W, l), Dm[:, :, l])
+        out[:, :, l - 1, l - 1:] = X.flip(2)  # sweep j (l2 = L - j) now holds r(l, l2)
     return back_shape(out)
 
 

@@ -75,6 +75,127 @@ SIZES: dict[str, dict[str, dict]] = {
         "full": dict(widths=(128, 256, 512, 1024, 2048), seeds=6, n=4, L=8, d_x=8, d=2, delta=0.2, tau0=1.0,
                      gd_steps=20, N=8, widget_m=256),
     },
+    # Part VI: the probability tools of Appendix A (Lemmas A.3, A.4, A.8, Corollary A.9, Fact A.11, Lemmas A.17,
+    # A.19). vec_draws: Gaussian vectors per width (A.3, A.4, A.8); mat_draws: matrices per width (A.9, A.11);
+    # d_x: columns of those matrices; ts: the t of A.3 (and A.4's exponent) run by Monte Carlo; eps: the eps of
+    # A.8/A.9; b3_L: the L whose eps = 1/(4L) Lemma B.3 needs (forward_stability's L); a17_d = s of A.17;
+    # a19_kappas: the toy's cliff, in standard deviations, run by Monte Carlo; explorer_widths: its static grid.
+    "probability_tools": {
+        "quick": dict(widths=(64, 256, 1024), vec_draws=3000, mat_draws=300, d_x=8, ts=(0.5, 1.0, 2.0, 4.0),
+                      t_glue=2.0, eps=(0.025, 0.05, 0.1, 0.2), b3_L=16, a17_d=8, a17_draws=150,
+                      a19_draws=3000, a19_kappas=(2.0, 3.0), explorer_widths=(64, 1024), explorer_draws=1000),
+        "full": dict(widths=(64, 128, 256, 512, 1024, 2048, 4096), vec_draws=8000, mat_draws=1000, d_x=8,
+                     ts=(0.5, 1.0, 2.0, 4.0), t_glue=2.0, eps=(0.025, 0.05, 0.1, 0.2), b3_L=50, a17_d=8,
+                     a17_draws=400, a19_draws=8000, a19_kappas=(2.0, 3.0), explorer_widths=(64, 256, 1024, 4096),
+                     explorer_draws=2000),
+    },
+    # Part IV: indicator and backward coordinates (Lemmas D.2-D.5, D.7). (i_star, l_star): the fixed pair (0-based
+    # sample, paper's step); b_minus_grid: the b_- swept (units of 1/sqrt(m)) at fixed b_plus; b_minus/b_plus: the
+    # fixed thresholds of the width and delta sweeps; hard_*: the hard pair (two sequences, first tokens delta
+    # apart); d7_Ls: the lengths of the D.7 sweep at width d7_m; explorer_*: the static explorer's grid.
+    "gradient_coordinates": {
+        "quick": dict(n=3, L=6, d_x=8, d=1, delta=0.2, i_star=0, l_star=2, widths=(256, 512, 1024), seeds=8,
+                      b_minus_grid=(0.02, 0.05, 0.1, 0.2), b_minus=0.1, b_plus=0.1,
+                      hard_deltas=(0.5, 0.2, 0.1, 0.05, 0.02), hard_m=1024, hard_seeds=8,
+                      d7_Ls=(4, 8), d7_m=1024, explorer_m=1024, explorer_deltas=(0.5, 0.1, 0.02),
+                      explorer_b_plus=(0.05, 0.1, 0.3)),
+        "full": dict(n=4, L=8, d_x=8, d=1, delta=0.2, i_star=0, l_star=2, widths=(256, 512, 1024, 2048), seeds=16,
+                     b_minus_grid=(0.01, 0.02, 0.05, 0.1, 0.2), b_minus=0.1, b_plus=0.1,
+                     hard_deltas=(0.5, 0.2, 0.1, 0.05, 0.02, 0.01), hard_m=2048, hard_seeds=8,
+                     d7_Ls=(4, 8, 16), d7_m=1024, explorer_m=1024, explorer_deltas=(0.5, 0.1, 0.02),
+                     explorer_b_plus=(0.05, 0.1, 0.3)),
+    },
+    # Part IV: the fake gradient at initialisation (Definition E.1, Lemma E.2, Theorem 5, Proposition 6.1 / Lemma
+    # E.4, Section 6.2). widths/seeds: random data; hard_*: the hard pair (float64), fitted for delta >=
+    # delta_fit_min; delta_fixed: its delta in the width sweep; e4_*: the Monte Carlo of Lemma E.4 (theta as in
+    # Def. E.3); kick_*: the thought experiment (good neurons by b_minus/b_plus, kicks of size t / sqrt(m) for t in
+    # kick_sizes, kick_t the glued one).
+    "gradient_at_init": {
+        "quick": dict(n=3, L=5, d_x=8, d=1, delta=0.2, widths=(128, 256, 512), seeds=4,
+                      hard_L=5, hard_deltas=(0.5, 0.2, 0.1, 0.05, 0.02), hard_widths=(256, 512, 1024), hard_seeds=4,
+                      delta_fixed=0.1, delta_fit_min=0.02, e4_m=512, e4_seeds=8, e4_l_star=2, theta=0.3,
+                      i_star=0, l_star=2, b_minus=0.03, b_plus=0.3, kicks=32, kick_sizes=(0.01, 0.03, 0.1, 0.3, 1.0),
+                      kick_t=0.1, kick_m=1024, kick_seeds=6, explorer_m=512, explorer_deltas=(0.5, 0.1, 0.02)),
+        "full": dict(n=4, L=8, d_x=8, d=1, delta=0.2, widths=(256, 512, 1024, 2048), seeds=6,
+                     hard_L=6, hard_deltas=(0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005),
+                     hard_widths=(256, 512, 1024, 2048), hard_seeds=6, delta_fixed=0.1, delta_fit_min=0.02,
+                     e4_m=1024, e4_seeds=16, e4_l_star=2, theta=0.3, i_star=0, l_star=2, b_minus=0.03, b_plus=0.3,
+                     kicks=48, kick_sizes=(0.01, 0.03, 0.1, 0.3, 1.0), kick_t=0.1, kick_m=1024, kick_seeds=8,
+                     explorer_m=1024, explorer_deltas=(0.5, 0.1, 0.02)),
+    },
+    # Part IV: gradient bounds near initialisation (Lemma F.1, Theorem 3). tau0: the radius of the width sweep;
+    # adv_steps/mask_width: the book's adversary (projected gradient on lambda_min, surrogate width in units of
+    # 1/sqrt(m)); gd_steps: the GD run whose displacement is rescaled; taus/tau_m: the radius sweep; pl_*: the GD
+    # run whose PL ratio is followed (step 1/lambda_max(K0)), at the largest width; explorer_*: the static explorer.
+    "gradient_near_init": {
+        "quick": dict(n=3, L=5, d_x=8, d=1, delta=0.2, widths=(128, 256, 512), seeds=3, tau0=1.0, adv_steps=5,
+                      mask_width=0.3, gd_steps=10, taus=(0.3, 1.0, 3.0), tau_m=256, pl_m=512, pl_steps=100,
+                      pl_record=5, explorer_m=128, explorer_taus=(0.3, 1.0, 3.0)),
+        "full": dict(n=3, L=6, d_x=8, d=1, delta=0.2, widths=(128, 256, 512, 1024), seeds=5, tau0=1.0, adv_steps=8,
+                     mask_width=0.3, gd_steps=20, taus=(0.3, 1.0, 3.0, 10.0), tau_m=512, pl_m=1024, pl_steps=300,
+                     pl_record=5, explorer_m=256, explorer_taus=(0.3, 1.0, 3.0)),
+    },
+    # Part V: semi-smoothness (Appendix G, Theorem 4). taus: sqrt(m) ||W'||_2 from tau_min to tau_max (n_taus
+    # values); tau_fix: the moderate step of the width fits; gd_c, gd_steps: the GD iterate W_breve.
+    "semi_smoothness": {
+        "quick": dict(n=4, L=5, d_x=8, d=1, delta=0.2, widths=(64, 128, 256), seeds=3, tau_min=1e-7, tau_max=10.0,
+                      n_taus=14, tau_fix=1.0, gd_c=0.5, gd_steps=30, check_m=64, act_m=128),
+        "full": dict(n=4, L=5, d_x=8, d=1, delta=0.2, widths=(128, 256, 512, 1024), seeds=4, tau_min=1e-7,
+                     tau_max=10.0, n_taus=18, tau_fix=1.0, gd_c=0.5, gd_steps=50, check_m=256, act_m=512),
+    },
+    # Part V: gradient descent (Theorem 1, Appendix H). c: eta = c / (m n L) (the book's choice); delta_*: the
+    # hard pair at several delta; sweep_*: iterations against n and L; stable_*: the largest stable step.
+    "gd_convergence": {
+        "quick": dict(n=4, L=5, d_x=8, d=1, delta=0.2, c=0.5, widths=(32, 64, 128), seeds=3, steps=300,
+                      eps=1e-2, delta_m=32, delta_L=4, deltas=(0.4, 0.2, 0.1), delta_seeds=2, delta_steps=2000,
+                      delta_c=1.0, sweep_m=32, ns=(2, 3, 4), Ls=(2, 3, 4), sweep_seeds=2, sweep_steps=800,
+                      sweep_c=0.5, stable_widths=(32, 64, 128), stable_cs=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
+                      stable_seeds=2, stable_steps=30, explorer_widths=(32, 128), explorer_cs=(0.25, 0.5, 4.0),
+                      explorer_steps=120, explorer_seeds=2),
+        "full": dict(n=4, L=5, d_x=8, d=1, delta=0.2, c=0.5, widths=(64, 128, 256, 512), seeds=4, steps=600,
+                     eps=1e-2, delta_m=128, delta_L=4, deltas=(0.4, 0.28, 0.2, 0.14, 0.1), delta_seeds=3, delta_steps=4000,
+                     delta_c=1.0, sweep_m=128, ns=(2, 4, 8), Ls=(3, 4, 6), sweep_seeds=3, sweep_steps=2500,
+                     sweep_c=0.5, stable_widths=(64, 128, 256, 512), stable_cs=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
+                     stable_seeds=2, stable_steps=50, explorer_widths=(64, 256), explorer_cs=(0.25, 0.5, 4.0),
+                     explorer_steps=200, explorer_seeds=2),
+    },
+    # Part V: stochastic gradient descent (Theorem 2, Appendix I). Same eta rule as GD; epochs of n / b steps;
+    # spread_*: many sampling sequences from one initialisation (the Azuma part).
+    "sgd_convergence": {
+        "quick": dict(n=4, L=5, d_x=8, d=1, delta=0.2, c=0.5, widths=(32, 64, 128), seeds=3, epochs=60,
+                      batch_sizes=(1, 2), spread_m=32, spread_copies=8, explorer_widths=(32, 128)),
+        "full": dict(n=4, L=5, d_x=8, d=1, delta=0.2, c=0.5, widths=(64, 128, 256, 512), seeds=4, epochs=120,
+                     batch_sizes=(1, 2), spread_m=256, spread_copies=10, explorer_widths=(64, 256)),
+    },
+    # Part VI: how wide is wide enough. c: eta = c / (m n L) (the book's choice); success: f_T / f_0 < target within
+    # budget steps; threshold: the smallest grid width from which on >= quantile of the seeds succeed. (n, L, delta):
+    # the base problem, one fresh data draw per seed; ns / Ls / deltas: the sweeps (deltas: one pair pinned at
+    # exactly delta, on the grid delta_widths); hard_*: the hard pair; kernel_wide_m: a much wider width whose kernel
+    # alone is computed (no training); explorer_*:
+    # the static explorer's budgets (fractions of budget) and targets.
+    "width_needed": {
+        "quick": dict(n=3, L=4, d_x=8, d=1, delta=0.2, c=2.0, target=1e-3, quantile=0.75, budget=200, seeds=4,
+                      widths=(4, 8, 16, 32), delta_widths=(8, 16, 32, 64), record_every=10, ns=(2, 3), Ls=(3, 4),
+                      deltas=(0.4, 0.1),
+                      hard_L=4, hard_deltas=(0.4, 0.1), kernel_wide_m=256, n_boot=200,
+                      explorer_budgets=(0.25, 0.5, 1.0), explorer_targets=(1e-2, 1e-3)),
+        "full": dict(n=3, L=4, d_x=8, d=1, delta=0.2, c=2.0, target=1e-3, quantile=0.75, budget=500, seeds=8,
+                     widths=(4, 6, 8, 11, 16, 23, 32, 45, 64), delta_widths=(8, 11, 16, 23, 32, 45, 64, 90, 128),
+                     record_every=10, ns=(2, 3, 4, 6), Ls=(3, 4, 6),
+                     deltas=(0.4, 0.1, 0.025), hard_L=4, hard_deltas=(0.4, 0.2, 0.1), kernel_wide_m=1024,
+                     n_boot=200, explorer_budgets=(0.25, 0.5, 1.0), explorer_targets=(1e-2, 1e-3)),
+    },
+    # Part VI: beyond the paper's model (tanh, identity, untied ReLU), with Part V's protocol (gd_convergence: n, L,
+    # d_x, d, delta, c). widths/steps: the width sweep (success as in width_needed: target, quantile); ratio_m: the
+    # width of the glued rate ratios; Ls/L_m/L_steps: the length sweep at one width (GD and the kernel at init).
+    "beyond_the_model": {
+        "quick": dict(n=4, L=5, d_x=8, d=1, delta=0.2, c=0.5, widths=(16, 32, 64), seeds=3, steps=300,
+                      record_every=10, target=1e-3, quantile=0.75, ratio_m=64, Ls=(5, 10), L_m=32, L_steps=100,
+                      n_boot=200),
+        "full": dict(n=4, L=5, d_x=8, d=1, delta=0.2, c=0.5, widths=(8, 16, 32, 64, 128), seeds=6, steps=800,
+                     record_every=10, target=1e-3, quantile=0.75, ratio_m=128, Ls=(5, 10, 20), L_m=64, L_steps=200,
+                     n_boot=200),
+    },
 }
 
 

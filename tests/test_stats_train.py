@@ -212,3 +212,13 @@ def test_seeds_are_derived_from_names():
         rb.seed("x", 0.5)
     with pytest.raises(ValueError, match="at least one name"):
         rb.seed()
+
+
+def test_numbers_are_glued_in_a_readers_format():
+    f = rb.book.format_number
+    assert f(5.668e22) == "5.7 × 10²²" and f(3.9e-8) == "3.9 × 10⁻⁸"
+    assert f(3293.05) == "3300" and f(0.047) == "0.047" and f(-0.17) == "−0.17" and f(0.99999) == "1.0"
+    assert f(float("nan")) == "not computed"
+    g = rb.book.format_with_error
+    assert g(0.6312, 0.0283) == "0.631 ± 0.028" and g(-0.172, 0.121) == "−0.17 ± 0.12"
+    assert g(0.5189, 0.149) == "0.52 ± 0.15"

@@ -20,14 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "chapters" / "api.md"
 
 #: The public modules in the order of rnnbook/__init__.py's layers (private _loops and _gemm are left out).
-MODULES = ["config", "checks", "rng", "paper", "profiles", "stats", "plotting", "model", "functional", "data",
-           "linalg", "products", "forward_stats", "projections", "kernels", "perturb", "ntk", "training", "book"]
+MODULES = ["config", "checks", "rng", "paper", "profiles", "stats", "probability", "plotting", "model", "functional",
+           "data", "linalg", "products", "forward_stats", "projections", "kernels", "perturb", "ntk", "gradients",
+           "smoothness", "training", "width", "book", "explorer", "synthesis"]
 
 #: How chapters refer to modules (``import rnnbook.products as pr`` and the like).
 ALIASES = {"products": ["pr", "products"], "perturb": ["pt", "perturb"], "forward_stats": ["fs", "forward_stats"],
            "kernels": ["kn", "kernels"], "projections": ["projections", "proj"], "ntk": ["ntk"],
            "training": ["training"], "functional": ["functional", "fn"], "linalg": ["linalg"], "paper": ["paper"],
-           "book": ["book"], "plotting": ["plotting"], "stats": ["stats"], "rng": ["rng"], "model": ["model"]}
+           "book": ["book"], "plotting": ["plotting"], "stats": ["stats"], "rng": ["rng"], "model": ["model"],
+           "probability": ["pb", "probability"], "gradients": ["gr", "gradients"], "smoothness": ["sm", "smoothness"],
+           "explorer": ["ex", "explorer"], "width": ["width", "wd"], "synthesis": ["synthesis"]}
 
 
 def _markdown(doc: str) -> str:
@@ -84,8 +87,13 @@ def render() -> str:
              "reader who wants to extend the book finds the code before writing it again. Shapes follow "
              "{doc}`model_and_data`: a leading ensemble dimension E (one network per seed), then samples, steps, "
              "width.", ""]
+    failed = []
     for name in MODULES:
-        mod = importlib.import_module(f"rnnbook.{name}")
+        try:
+            mod = importlib.import_module(f"rnnbook.{name}")
+        except Exception as err:  # noqa: BLE001 -- reported below; --check (the test) fails on it
+            failed.append(f"rnnbook.{name}: {type(err).__name__}: {err}")
+            continue
         parts += [f"## `rnnbook.{name}`", "", _markdown((mod.__doc__ or "").split("\n\n")[0]), ""]
         for obj_name, obj in _public(mod):
             try:
@@ -98,6 +106,7 @@ def render() -> str:
             used = _used_in(name, obj_name, chapters, exported)
             if used:
                 parts += ["*Used in:* " + ", ".join(f"{{doc}}`/{u}`" for u in used), ""]
+    render.failed = failed
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -106,6 +115,10 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="only check that chapters/api.md is current")
     args = ap.parse_args()
     text = render()
+    for f in render.failed:
+        print(f"api_page: could not import {f}", file=sys.stderr)
+    if args.check and render.failed:
+        return 1
     if args.check:
         if not OUT.exists() or OUT.read_text() != text:
             print(f"{OUT} is out of date: run tools/api_page.py", file=sys.stderr)

@@ -139,7 +139,8 @@ def build(profile: str, out: Path, extra_args: list[str], *, root: Path = ROOT, 
     if root == ROOT:  # the API page is generated from the docstrings before every build of the book
         subprocess.run([sys.executable, str(ROOT / "tools" / "api_page.py")], check=True, env=kernel_env())
     extra_args = derived_files(root, out, cell_timeout=cell_timeout, page=page) + list(extra_args)
-    env = kernel_env(RNNBOOK_PROFILE=profile)
+    # pages that compare chapters read the values the others glued in this build (rnnbook.book.glued_by)
+    env = kernel_env(RNNBOOK_PROFILE=profile, RNNBOOK_BUILD_DIR=str((out / "_build").resolve()))
     strict = ["-W", "-n", "--keep-going"] if page is None else ["-n", "--all"]  # a page: see OTHER_PAGES
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), *strict,
            "--path-output", str(out), *extra_args]

@@ -5,6 +5,8 @@
 * ``--page chapters/products`` builds that page alone (with the introduction and the bibliography), afresh
   (``--all``) and strictly except for references to pages outside the build (any other warning fails it),
   into ``_build/page/<name>``: a check of one chapter in well under a minute at the quick profile.
+* ``--jobs N`` executes up to N pages at once before the build reads them (tools/pre_execute.py; default:
+  the number of cores, at most 4; ``--jobs 1`` executes them one by one while Sphinx reads them).
 * ``--cell-timeout S`` overrides the per-cell execution timeout of ``_config.yml``. A cell that runs longer
   fails the build, and the report names the page and shows the cell.
 * The execution cache (jupyter-cache) is keyed on code cells only, so a change to the rnnbook package, the
@@ -28,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from run_chapter import kernel_env  # noqa: E402
+from pre_execute import pre_execute  # noqa: E402
 
 #: Warnings a single-page build raises only because the other pages are absent (references into them). Not
 #: every extension gives its warnings a type that ``suppress_warnings`` could silence (sphinx-proof does not),
@@ -124,8 +127,19 @@ def run_streaming(cmd, *, env, cwd):
     return rc, failures, warnings
 
 
+def default_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def toc_pages(root: Path) -> list[Path]:
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    files += [c["file"] for c in toc.get("chapters", [])]
+    return [root / f"{f}.md" for f in files if (root / f"{f}.md").exists()]
+
+
 def build(profile: str, out: Path, extra_args: list[str], *, root: Path = ROOT, cell_timeout: int | None = None,
-          page: str | None = None) -> int:
+          page: str | None = None, jobs: int | None = None) -> int:
     build_dir = out / "_build"
     cache = build_dir / ".jupyter_cache"
     key_file = build_dir / ".rnnbook-inputs"
@@ -141,11 +155,15 @@ def build(profile: str, out: Path, extra_args: list[str], *, root: Path = ROOT, 
     extra_args = derived_files(root, out, cell_timeout=cell_timeout, page=page) + list(extra_args)
     # pages that compare chapters read the values the others glued in this build (rnnbook.book.glued_by)
     env = kernel_env(RNNBOOK_PROFILE=profile, RNNBOOK_BUILD_DIR=str((out / "_build").resolve()))
+    jobs = default_jobs() if jobs is None else jobs
+    t0 = time.perf_counter()
+    if page is None and jobs > 1:
+        timeout = cell_timeout or int(yaml.safe_load((root / "_config.yml").read_text()).get("execute", {}).get("timeout", 300))
+        pre_execute(toc_pages(root), cache, env=env, timeout=timeout, jobs=jobs)
     strict = ["-W", "-n", "--keep-going"] if page is None else ["-n", "--all"]  # a page: see OTHER_PAGES
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), *strict,
            "--path-output", str(out), *extra_args]
     print("+", " ".join(cmd), f"(RNNBOOK_PROFILE={profile})", flush=True)
-    t0 = time.perf_counter()
     rc, failures, warnings = run_streaming(cmd, env=env, cwd=root)
     if page is not None:
         own = [w for w in warnings if not any(re.search(p, w) for p in OTHER_PAGES)]
@@ -173,10 +191,11 @@ def main() -> int:
     ap.add_argument("--path-output", type=Path, default=None, help="build folder (default depends on the profile)")
     ap.add_argument("--page", default=None, help="build only this page, e.g. chapters/products")
     ap.add_argument("--cell-timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ap.add_argument("--jobs", type=int, default=None, help="pages executed at once (default: cores, at most 4)")
     args, extra = ap.parse_known_args()
     profile = args.profile if args.page is None or "--profile" in sys.argv else "quick"
     return build(profile, output_dir(profile, args.path_output, args.page), extra, cell_timeout=args.cell_timeout,
-                 page=args.page)
+                 page=args.page, jobs=args.jobs)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ from .book import FLOOR, N_SIGMA, format_with_error, glued_by
 
 SIDES = ("above", "below", None)
 
+#: A measurement within N_SIGMA standard errors of the prediction says the bound is tight only when those three
+#: standard errors are at most RESOLUTION; wider, it is "unresolved" (it cannot tell tight from loose).
+RESOLUTION = 0.5
+
 
 @dataclass(frozen=True)
 class Row:
@@ -51,8 +55,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The verdict of one row: ``status`` is "tight", "loose", "contradicted" (bounds), "matches" or "differs"
-    (trends), or "not fitted"; ``gap`` is measured minus predicted exponent, with ``gap_err`` its standard
+    """The verdict of one row: ``status`` is "tight", "loose", "contradicted", "unresolved" (bounds), "matches" or
+    "differs" (trends), or "not fitted"; ``gap`` is measured minus predicted exponent, with ``gap_err`` its standard
     error (the measurement's; the prediction is exact; NaN when the fit had no bootstrap)."""
     status: str
     gap: float
@@ -70,14 +74,17 @@ class Comparison:
             return f"contradicted ({size} {'above' if self.gap > 0 else 'below'})"
         if self.status == "differs":
             return f"differs by {size}"
+        if self.status == "unresolved":
+            return f"unresolved (± {format_with_error(N_SIGMA * self.gap_err, math.nan)} at three standard errors)"
         return self.status
 
 
 def compare(slope: float, err: float, predicted: float, contradicted_by: str | None) -> Comparison:
     """The verdict on a measured exponent ``slope ± err`` against a bound's exponent ``predicted``.
 
-    Within ``max(N_SIGMA * err, FLOOR)`` of the prediction the bound is "tight" (a trend "matches"); beyond it on
-    the side ``contradicted_by`` the measurement "contradicts" it, on the other side the bound is "loose". With
+    Within ``max(N_SIGMA * err, FLOOR)`` of the prediction the bound is "tight" (a trend "matches"), or
+    "unresolved" when ``N_SIGMA * err`` exceeds :data:`RESOLUTION`; beyond it on the side ``contradicted_by`` the
+    measurement "contradicts" it, on the other side the bound is "loose". With
     ``contradicted_by=None`` the prediction is a trend, which a measurement "matches" or "differs" from. A NaN
     slope (nothing to fit) is "not fitted"."""
     checks.choice("contradicted_by", contradicted_by, SIDES)
@@ -94,6 +101,8 @@ def compare(slope: float, err: float, predicted: float, contradicted_by: str | N
         raise ValueError(f"err must be a standard error >= 0 (or NaN when there is none), got {err}")
     gap = slope - predicted
     if abs(gap) <= tol:
+        if N_SIGMA * err > RESOLUTION:       # NaN compares False: a floor-only fit is resolved
+            return Comparison("unresolved", gap, err)
         return Comparison("matches" if contradicted_by is None else "tight", gap, err)
     if contradicted_by is None:
         return Comparison("differs", gap, err)

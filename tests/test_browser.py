@@ -5,6 +5,7 @@ box at 1400 px (or, at 400 px, one that cannot be scrolled sideways), an explore
 change when a control moves, and a chapter page without a working .ipynb download. The checks themselves are
 tested on deliberately broken pages (test_the_checks_catch_a_broken_page), so they can fail.
 """
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,17 @@ import browser
 from conftest import toc_files
 
 pytestmark = pytest.mark.book
+
+
+@pytest.fixture(autouse=True)
+def _chromium():
+    """The browser is the distribution's Chromium. CI installs it (.ci/run) and sets RNNBOOK_REQUIRE_BROWSER, so
+    there a missing browser fails; on a reader's machine without it the test is skipped, saying how to get it."""
+    if browser.chromium_path() is None:
+        msg = "no Chromium found: apt-get install chromium (Debian/Ubuntu), or set RNNBOOK_CHROMIUM to a Chromium binary"
+        if os.environ.get("RNNBOOK_REQUIRE_BROWSER"):
+            pytest.fail(msg)
+        pytest.skip(msg)
 
 
 def _problems(rep: dict, *, chapter_has_code: bool, explore_expected: bool) -> list[str]:

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
     (-2.4, 0.05, -2.0, "below", "contradicted"),
     (0.6, 0.05, 0.0, "below", "loose"),            # a lower bound flat in m, measured growing
     (-0.47, 0.1, -0.5, None, "matches"),
+    (0.3, 0.3, 0.0, "above", "unresolved"),        # within 3 errors, but they span +-0.9: no verdict
+    (-0.3, 0.3, -0.5, None, "unresolved"),
     (-0.9, 0.1, -0.5, None, "differs"),
     (0.01, math.nan, 0.0, "above", "tight"),       # no bootstrap: only the floor
     (0.1, math.nan, 0.0, "above", "contradicted"),
@@ -34,6 +36,7 @@ def test_compare_reports_the_gap_and_rejects_bad_input():
     assert c.status == "loose" and c.gap == pytest.approx(-2.5)
     assert c.text == "loose by 2.50 ± 0.05"
     assert compare(1.4, 0.05, 1.0, "above").text == "contradicted (0.40 ± 0.05 above)"
+    assert compare(0.3, 0.3, 0.0, "above").text == "unresolved (± 0.900 at three standard errors)"
     with pytest.raises(ValueError, match="contradicted_by"):
         compare(0.5, 0.1, 0.0, "sideways")
     with pytest.raises(ValueError, match="err"):

@@ -4,7 +4,7 @@
   ``--profile quick`` builds the test-sized book into ``_build/quick/_build/html`` (its own cache).
 * ``--page chapters/products`` builds that page alone (with the introduction and the bibliography), afresh
   (``--all``) and strictly except for references to pages outside the build (any other warning fails it),
-  into ``_build/page/<name>``: a check of one chapter in well under a minute at the quick profile.
+  into ``_build/page/<profile>/<name>``: a check of one chapter in well under a minute at the quick profile.
 * ``--jobs N`` executes up to N pages at once before the build reads them (tools/pre_execute.py; default:
   the number of cores, at most 4; ``--jobs 1`` executes them one by one while Sphinx reads them).
 * ``--cell-timeout S`` overrides the per-cell execution timeout of ``_config.yml``. A cell that runs longer
@@ -53,7 +53,7 @@ def output_dir(profile: str, base: Path | None = None, page: str | None = None) 
     if base is not None:
         return base
     if page is not None:
-        return ROOT / "_build" / "page" / Path(page).stem
+        return ROOT / "_build" / "page" / profile / Path(page).stem   # a quick and a full page build never share a cache
     return ROOT if profile == "full" else ROOT / "_build" / profile
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from .stats import median_band, _as_numpy
 
@@ -52,7 +53,6 @@ def subplots(nrows: int = 1, ncols: int = 1, *, height: float | None = None, **k
 def log_axes(ax, *, x: bool = True, y: bool = True) -> None:
     """Log scales whose tick labels do not overlap: major ticks labelled (at most ~6 per axis), minor ticks
     unlabelled (on short ranges matplotlib labels the minor ticks too, and they collide)."""
-    from matplotlib.ticker import LogLocator, NullFormatter
 
     for on, axis, setter in ((x, ax.xaxis, ax.set_xscale), (y, ax.yaxis, ax.set_yscale)):
         if on:
@@ -76,6 +76,38 @@ def short_log_ticks(ax, axis: str = "y") -> None:
     ticks = [t for t in (c * 10.0 ** k for k in ks for c in subs) if lo <= t <= hi]
     (ax.set_yticks if axis == "y" else ax.set_xticks)(ticks, [f"{t:g}" for t in ticks])
     (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
+
+
+def ticks_at(ax, values=None, axis: str = "x") -> None:
+    """Label a log axis at exactly ``values``, or (``values=None``) at the 1-2-5 steps inside its current range:
+    a range shorter than a decade has no power of ten to label. Minor labels are switched off and the limits
+    kept."""
+    import math
+
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    lim = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    if values is None:
+        if lim[0] <= 0:
+            raise ValueError(f"ticks_at without values needs a positive (log) range on the {axis} axis, got {lim}")
+        lo, hi = math.floor(math.log10(lim[0])), math.ceil(math.log10(lim[1]))
+        values = [c * 10.0 ** k for k in range(lo, hi + 1) for c in (1, 2, 5) if lim[0] <= c * 10.0 ** k <= lim[1]]
+    values = [float(v) for v in values]
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(values, [f"{v:g}" for v in values])
+    (ax.xaxis if axis == "x" else ax.yaxis).set_minor_formatter(NullFormatter())
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(lim)
+
+
+def legend_below(fig, axes, *, ncol: int = 3):
+    """One legend for a figure of several panels, below them (off the data): each label once, in the order the
+    panels first show it; labels starting with "_" are left out, as matplotlib does."""
+    handles, labels = [], []
+    for ax in np.atleast_1d(axes).ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if not lab.startswith("_") and lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    return legend_outside(fig, ncol=ncol, handles=handles, labels=labels)
 
 
 def legend_outside(ax_or_fig, *, ncol: int = 3, **kw):

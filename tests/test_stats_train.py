@@ -222,3 +222,39 @@ def test_numbers_are_glued_in_a_readers_format():
     g = rb.book.format_with_error
     assert g(0.6312, 0.0283) == "0.631 ± 0.028" and g(-0.172, 0.121) == "−0.17 ± 0.12"
     assert g(0.5189, 0.149) == "0.52 ± 0.15"
+
+
+def test_ticks_at_labels_exact_values_or_the_125_steps_of_the_range():
+    import matplotlib.pyplot as plt
+    from rnnbook import plotting
+
+    fig, ax = plt.subplots()
+    ax.loglog([3, 40], [1, 2])
+    lim = ax.get_xlim()
+    plotting.ticks_at(ax, [4, 8, 16, 32])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "8", "16", "32"]
+    assert ax.get_xlim() == pytest.approx(lim)              # the limits are kept
+    plotting.ticks_at(ax, axis="y")                          # 1-2-5 steps inside the y range
+    ys = ax.get_yticks()
+    assert all(ax.get_ylim()[0] <= y <= ax.get_ylim()[1] for y in ys) and 1.0 in ys and 2.0 in ys
+    with pytest.raises(ValueError, match="axis"):
+        plotting.ticks_at(ax, [1], axis="z")
+    fig2, ax2 = plt.subplots()
+    ax2.plot([-1, 1], [0, 1])
+    with pytest.raises(ValueError, match="positive"):
+        plotting.ticks_at(ax2)
+    plt.close("all")
+
+
+def test_legend_below_shows_each_label_once_across_panels():
+    import matplotlib.pyplot as plt
+    from rnnbook import plotting
+
+    fig, axes = plt.subplots(1, 2)
+    axes[0].plot([0, 1], label="network")
+    axes[0].plot([0, 1], label="_hidden")
+    axes[1].plot([0, 1], label="network")
+    axes[1].plot([0, 1], label="linearised")
+    leg = plotting.legend_below(fig, axes, ncol=2)
+    assert [t.get_text() for t in leg.get_texts()] == ["network", "linearised"]
+    plt.close("all")

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checks, paper, projections, rng
-from .model import Backward, Forward, Params, backward, forward
+from .model import Backward, Forward, Params, backward, check_forward, forward
 
 __all__ = [
     "argmax_loss", "fixed_loss_vectors", "IndicatorCoordinates", "indicator_coordinates", "d7_sum", "backward_coordinate_fraction",
@@ -65,12 +65,7 @@ def _check_params(params) -> Params:
 
 
 def _check_fw(params: Params, fw, name: str = "fw") -> Forward:
-    if not isinstance(fw, Forward):
-        raise TypeError(f"{name} must be an rnnbook.Forward (from rnnbook.forward), got {type(fw).__name__}")
-    if fw.h_by_step.shape[0] != params.ensemble or fw.h_by_step.shape[-1] != params.m:
-        raise ValueError(f"{name} belongs to another network: ensemble/width {fw.h_by_step.shape[0]}/"
-                         f"{fw.h_by_step.shape[-1]}, params has {params.ensemble}/{params.m}")
-    return fw
+    return check_forward(fw, params, name)
 
 
 def _check_loss(params: Params, fw: Forward, loss) -> torch.Tensor:

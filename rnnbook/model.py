@@ -208,6 +208,17 @@ class Forward:
         return self.h_by_step.shape[2]
 
 
+def check_forward(fw, params: Params, name: str = "fw") -> Forward:
+    """``fw`` if it is the :class:`Forward` of a network shaped like ``params`` (same ensemble size and width),
+    else a TypeError or ValueError naming ``name``: the one check every module that takes a forward pass makes."""
+    if not isinstance(fw, Forward):
+        raise TypeError(f"{name} must be an rnnbook.Forward (the output of rnnbook.forward), got {type(fw).__name__}")
+    if fw.h_by_step.shape[0] != params.ensemble or fw.h_by_step.shape[-1] != params.m:
+        raise ValueError(f"{name} belongs to another network: ensemble/width {fw.h_by_step.shape[0]}/"
+                         f"{fw.h_by_step.shape[-1]}, params has {params.ensemble}/{params.m}")
+    return fw
+
+
 def reference_forward(W: torch.Tensor, A: torch.Tensor, x4: torch.Tensor, activation: str):
     """The recurrence of Section 2 as written, with no in-place writes (autograd and ``torch.func`` can
     differentiate it). ``W`` (E, m, m) or (E, L', m, m), ``A`` (E, m, d_x), ``x4`` (E or 1, n, L, d_x).

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checks, linalg, products, rng
-from .model import Params, Forward, forward
+from .model import Params, Forward, check_forward, forward
 
 KINDS = ("random", "adversarial", "gd")
 #: How the chapters name each kind in legends and prose (the adversarial construction is the book's own).
@@ -61,12 +61,7 @@ def _check_Wp(params: Params, Wp: torch.Tensor) -> torch.Tensor:
 
 
 def _check_fw(name: str, fw, params: Params) -> Forward:
-    if not isinstance(fw, Forward):
-        raise TypeError(f"{name} must be an rnnbook.Forward (the output of rnnbook.forward), got {type(fw).__name__}")
-    if fw.h_by_step.shape[0] != params.ensemble or fw.h_by_step.shape[-1] != params.m:
-        raise ValueError(f"{name} belongs to another network: ensemble/width {fw.h_by_step.shape[0]}/{fw.h_by_step.shape[-1]}, "
-                         f"expected {params.ensemble}/{params.m}")
-    return fw
+    return check_forward(fw, params, name)
 
 
 def _unit_rows(name: str, a: torch.Tensor, E: int, d: int, ref: torch.Tensor) -> torch.Tensor:
